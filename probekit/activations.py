@@ -1,0 +1,752 @@
+"""The activation store: run a model over data once, keep the activations that matter.
+
+``pk.cache`` runs a hooked model (TransformerBridge or HookedRNN) batch by batch on the GPU when
+there is one, and streams the requested hook activations to a directory of safetensors shards
+plus a ``manifest.json``. Peak memory grows with the batch (and shard) size, not with the data.
+
+The on-disk format is made to be resumed and merged:
+
+- every shard is written atomically (temporary file + rename) and is self-describing (its
+  safetensors metadata holds the item range and both fingerprints), so a reader never sees a
+  half-written shard and shards written by several workers can be listed in one manifest;
+- the manifest records the model fingerprint (sha256 over config and weights), the data
+  fingerprint (sha256 over the exact inputs), hook names, per-item shapes, dtype and which
+  shards are complete. A killed run resumes at the first incomplete shard and ends with the same
+  store as an uninterrupted run; a store written by another model or other data is refused.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from probekit.fileio import (
+    CheckpointError,
+    read_json,
+    save_safetensors_atomic,
+    write_json_atomic,
+)
+
+FORMAT = "probekit-activations"
+VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_DIR = "shards"
+DEFAULT_SHARD_BYTES = 256 * 2**20
+_EXTRAS = ("tokens", "attention_mask")
+_BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.")
+
+Positions = int | Sequence[int] | slice | None
+
+
+class StaleStoreError(ValueError):
+    """An existing store was written by a different model, different data or other options."""
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+class ActivationStore:
+    """Cached activations, one tensor per hook name, the first dimension the item.
+
+    Open a store written by :func:`cache` with ``ActivationStore.open(path)``::
+
+        store = pk.ActivationStore.open("acts/")
+        store.names                     # hook names cached
+        store.meta["model_fingerprint"]
+        store["blocks.0.hook_resid_post"]          # [n_items, T, d_model]
+        for batch in store.iter("blocks.0.hook_resid_post", batch_size=256):
+            ...                                    # bounded memory
+
+    Besides hook names, ``store["tokens"]`` (token-id inputs) and ``store["attention_mask"]``
+    (text inputs, 1 = real token) are kept when they apply: see ``store.extras``.
+    """
+
+    def __init__(
+        self,
+        manifest: dict[str, Any],
+        path: Path | None = None,
+        memory: list[dict[str, torch.Tensor]] | None = None,
+    ):
+        self._manifest = manifest
+        self.path = path
+        self._memory = memory
+
+    @classmethod
+    def open(cls, path: str | Path) -> ActivationStore:
+        """Open a complete store directory; an incomplete or corrupt one raises."""
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise FileNotFoundError(f"{path}: not an activation store (no {MANIFEST})")
+        manifest = read_json(manifest_path)
+        if manifest.get("format") != FORMAT:
+            raise CheckpointError(f"{manifest_path}: not a probekit activation store manifest")
+        if not manifest.get("complete"):
+            done = len(manifest.get("shards", []))
+            raise CheckpointError(
+                f"{path}: the store is incomplete ({done} shards written); rerun pk.cache "
+                "with the same model, data and out= (resume=True) to finish it"
+            )
+        for shard in manifest["shards"]:
+            if not (path / shard["file"]).is_file():
+                raise CheckpointError(
+                    f"{path / shard['file']}: shard listed in the manifest is missing"
+                )
+        return cls(manifest, path=path)
+
+    # -- description
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The manifest: fingerprints, names, shapes, dtype, shards, options."""
+        return dict(self._manifest)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._manifest["names"])
+
+    @property
+    def extras(self) -> list[str]:
+        return [e for e in _EXTRAS if e in self._manifest["shapes"]]
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-item shape of each stored tensor (without the leading item dimension)."""
+        return {k: tuple(v) for k, v in self._manifest["shapes"].items()}
+
+    def __len__(self) -> int:
+        return int(self._manifest["n_items"])
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._manifest["shapes"]
+
+    def __repr__(self) -> str:
+        where = str(self.path) if self.path else "in memory"
+        return f"ActivationStore({where}, n_items={len(self)}, names={self.names})"
+
+    # -- reading
+    def _check_name(self, name: str) -> None:
+        if name not in self._manifest["shapes"]:
+            known = list(self._manifest["shapes"])
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {close}?" if close else ""
+            raise KeyError(f"{name!r} is not in this store (it holds {known}){hint}")
+
+    def _shard_tensor(self, index: int, name: str) -> torch.Tensor:
+        if self._memory is not None:
+            return self._memory[index][name]
+        from safetensors import safe_open
+
+        file = self.path / self._manifest["shards"][index]["file"]
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                return handle.get_tensor(name)
+        except Exception as err:  # safetensors raises several types for a damaged file
+            raise CheckpointError(f"{file}: cannot read {name!r}: {err}") from err
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """All items of ``name`` as one tensor ``[n_items, ...]``."""
+        self._check_name(name)
+        parts = [self._shard_tensor(i, name) for i in range(len(self._manifest["shards"]))]
+        if not parts:
+            shape = self._manifest["shapes"][name]
+            return torch.empty((0, *shape), dtype=_dtype_of(self._manifest["dtypes"][name]))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    def iter(self, name: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
+        """Yield ``name`` in batches of ``batch_size`` items, one shard in memory at a time."""
+        self._check_name(name)
+        _check_positive_int("batch_size", batch_size)
+        pending: list[torch.Tensor] = []
+        held = 0
+        for index in range(len(self._manifest["shards"])):
+            tensor = self._shard_tensor(index, name)
+            start = 0
+            while start < len(tensor):
+                take = min(batch_size - held, len(tensor) - start)
+                pending.append(tensor[start : start + take])
+                held += take
+                start += take
+                if held == batch_size:
+                    yield torch.cat(pending) if len(pending) > 1 else pending[0]
+                    pending, held = [], 0
+        if pending:
+            yield torch.cat(pending) if len(pending) > 1 else pending[0]
+
+
+def _dtype_of(name: str) -> torch.dtype:
+    return getattr(torch, name.removeprefix("torch."))
+
+
+def _check_positive_int(argument: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Batch:
+    inputs: torch.Tensor  # token ids [b, T] or RNN inputs [b, T, in]
+    mask: torch.Tensor | None  # [b, T], 1 = real token (text inputs only)
+
+
+class _DataSource:
+    """Turns the accepted kinds of ``data`` into batches and fingerprints them.
+
+    The data fingerprint is sha256 over a header (kind, dtype, per-item shape) followed by the
+    raw bytes of every input (and mask) in order, so it does not depend on the batching.
+    """
+
+    def __init__(self, model: nn.Module, data: Any, batch_size: int):
+        self.batch_size = batch_size
+        self.n_items: int | None = None
+        self._iterable: Iterable[Any] | None = None
+        self._tensor: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+        if isinstance(data, np.ndarray):
+            data = torch.from_numpy(data)
+        if isinstance(data, torch.Tensor):
+            self._tensor = _check_input_tensor(data, "data")
+        elif isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data):
+            self._tensor, self._mask = _tokenize(model, list(data))
+        elif isinstance(data, (str, bytes, Mapping)):
+            raise TypeError(
+                "data must be a token-id tensor [N, T], an RNN input tensor [N, T, in], a list "
+                f"of strings, or an iterable of such batches; got {type(data).__name__}"
+            )
+        elif isinstance(data, Iterable):
+            self._iterable = data
+        else:
+            raise TypeError(
+                "data must be a token-id tensor [N, T], an RNN input tensor [N, T, in], a list "
+                f"of strings, or an iterable of such batches; got {type(data).__name__}"
+            )
+        if self._tensor is not None:
+            self.n_items = len(self._tensor)
+            if self.n_items == 0:
+                raise ValueError("data is empty (0 items)")
+        self._model = model
+
+    def upfront_fingerprint(self) -> str | None:
+        """The data fingerprint when it can be computed before the run (tensor data)."""
+        if self._tensor is None:
+            return None
+        h = _data_hasher(self._tensor, self._mask)
+        h.update(_bytes(self._tensor))
+        if self._mask is not None:
+            h.update(b"\0mask")
+            h.update(_bytes(self._mask))
+        return h.hexdigest()
+
+    def batches(self) -> Iterator[_Batch]:
+        if self._tensor is not None:
+            for start in range(0, len(self._tensor), self.batch_size):
+                stop = start + self.batch_size
+                mask = None if self._mask is None else self._mask[start:stop]
+                yield _Batch(self._tensor[start:stop], mask)
+            return
+        for i, raw in enumerate(self._iterable):
+            yield _coerce_batch(self._model, raw, i)
+
+
+def _check_input_tensor(data: torch.Tensor, argument: str) -> torch.Tensor:
+    if data.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        if data.dim() != 2:
+            raise ValueError(f"{argument}: token ids must be [N, T], got shape {tuple(data.shape)}")
+        return data.long()
+    if data.is_floating_point():
+        if data.dim() != 3:
+            raise ValueError(
+                f"{argument}: float inputs must be RNN inputs [N, T, in], got shape {tuple(data.shape)}"
+            )
+        return data
+    raise ValueError(
+        f"{argument}: unsupported dtype {data.dtype}; expected token ids or float inputs"
+    )
+
+
+def _coerce_batch(model: nn.Module, raw: Any, index: int) -> _Batch:
+    where = f"data batch {index}"
+    if isinstance(raw, np.ndarray):
+        raw = torch.from_numpy(raw)
+    if isinstance(raw, torch.Tensor):
+        return _Batch(_check_input_tensor(raw, where), None)
+    if isinstance(raw, Mapping) and "input_ids" in raw:
+        mask = raw.get("attention_mask")
+        return _Batch(
+            _check_input_tensor(torch.as_tensor(raw["input_ids"]), where),
+            None if mask is None else torch.as_tensor(mask).long(),
+        )
+    if isinstance(raw, (list, tuple)) and raw and all(isinstance(t, str) for t in raw):
+        tokens, mask = _tokenize(model, list(raw))
+        return _Batch(tokens, mask)
+    raise TypeError(
+        f"{where}: expected a tensor, a list of strings or a dict with 'input_ids'; "
+        f"got {type(raw).__name__}"
+    )
+
+
+def _tokenize(model: nn.Module, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise with the model's own tokenizer and its special-token convention, right-padded.
+
+    With right padding and causal attention, padding never changes a real token's
+    activations; the attention mask says which positions are real.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ValueError(
+            "data is a list of strings but the model has no tokenizer; pass token ids [N, T]"
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    encoded = tokenizer(texts, padding=True, return_tensors="pt", padding_side="right")
+    return encoded["input_ids"].long(), encoded["attention_mask"].long()
+
+
+def _data_hasher(tensor: torch.Tensor, mask: torch.Tensor | None) -> Any:
+    h = hashlib.sha256()
+    header = f"{FORMAT}-data\0{tensor.dtype}\0{tuple(tensor.shape[1:])}\0mask={mask is not None}"
+    h.update(header.encode())
+    return h
+
+
+def _bytes(t: torch.Tensor) -> bytes:
+    return t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+# ----------------------------------------------------------------------------- names
+
+
+def resolve_names(
+    model: nn.Module, names: str | Sequence[str] | Callable[[str], bool]
+) -> list[str]:
+    """Hook names to cache, validated against ``model.hook_dict``."""
+    available = list(model.hook_dict)
+    if callable(names) and not isinstance(names, str):
+        chosen = [n for n in available if names(n)]
+        if not chosen:
+            raise ValueError("names: the filter matched no hook of this model")
+        return chosen
+    if isinstance(names, str):
+        names = [names]
+    if not isinstance(names, Sequence) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"names must be a hook name, a non-empty list of hook names or a filter; got {names!r}"
+        )
+    for name in names:
+        if name not in model.hook_dict:
+            close = difflib.get_close_matches(name, available, n=3)
+            hint = f" Did you mean {close}?" if close else f" Some hooks: {available[:6]}"
+            raise ValueError(f"names: {name!r} is not a hook of this model.{hint}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"names: duplicate hook names in {list(names)}")
+    return list(names)
+
+
+def _stop_at_layer(model: nn.Module, names: list[str]) -> int | None:
+    """For a bridge, the first block not needed for ``names`` (a shorter forward pass)."""
+    n_layers = getattr(getattr(model, "cfg", None), "n_layers", None)
+    if type(model).__name__ != "TransformerBridge" or not n_layers:
+        return None
+    layers = []
+    for name in names:
+        match = _BLOCK_NAME.match(name)
+        if not match:
+            return None
+        layers.append(int(match.group(1)))
+    stop = max(layers) + 1
+    return stop if stop < n_layers else None
+
+
+# ----------------------------------------------------------------------------- positions
+
+
+def _select_positions(
+    acts: torch.Tensor, positions: Positions, mask: torch.Tensor | None
+) -> torch.Tensor:
+    """``acts`` [b, T, ...] -> the chosen positions.
+
+    An int gives [b, ...]; a negative int counts back from each item's last real token when
+    a padding mask exists. A list gives [b, len(list), ...]; a slice slices time.
+    """
+    if positions is None:
+        return acts
+    if isinstance(positions, slice):
+        return acts[:, positions]
+    T = acts.shape[1]
+    single = isinstance(positions, int)
+    pos = torch.as_tensor([positions] if single else list(positions), device=acts.device)
+    if mask is not None:
+        lengths = mask.to(acts.device).sum(1, keepdim=True)  # [b, 1]
+        index = torch.where(pos < 0, lengths + pos, pos)  # [b, P]
+    else:
+        index = torch.where(pos < 0, T + pos, pos).expand(acts.shape[0], -1)
+    if (index < 0).any() or (index >= T).any():
+        raise ValueError(f"positions {positions!r} fall outside sequences of length {T}")
+    gathered = acts[torch.arange(acts.shape[0], device=acts.device)[:, None], index]
+    return gathered[:, 0] if single else gathered
+
+
+def _positions_key(positions: Positions) -> Any:
+    if positions is None or isinstance(positions, int):
+        return positions
+    if isinstance(positions, slice):
+        return {"slice": [positions.start, positions.stop, positions.step]}
+    return [int(p) for p in positions]
+
+
+def _check_positions(positions: Positions) -> None:
+    ok = (
+        positions is None
+        or isinstance(positions, (int, slice))
+        and not isinstance(positions, bool)
+        or isinstance(positions, Sequence)
+        and positions
+        and all(isinstance(p, int) and not isinstance(p, bool) for p in positions)
+    )
+    if not ok:
+        raise ValueError(
+            f"positions must be None, an int, a list of ints or a slice; got {positions!r}"
+        )
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _forward_cache(
+    model: nn.Module, inputs: torch.Tensor, names: list[str], stop_at_layer: int | None
+) -> dict[str, torch.Tensor]:
+    with torch.inference_mode():
+        if type(model).__name__ == "TransformerBridge":
+            kwargs: dict[str, Any] = {"return_cache_object": False}
+            if stop_at_layer is not None:
+                kwargs["stop_at_layer"] = stop_at_layer
+            _, cache = model.run_with_cache(inputs, names_filter=names, **kwargs)
+        else:
+            _, cache = model.run_with_cache(inputs, names_filter=names)
+    return {name: cache[name] for name in names}
+
+
+def cache(
+    model: nn.Module,
+    data: Any,
+    names: str | Sequence[str] | Callable[[str], bool],
+    out: str | Path | None = None,
+    batch_size: int = 32,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | None = torch.float16,
+    positions: Positions = None,
+    resume: bool = True,
+    progress: bool = True,
+    shard_size: int | None = None,
+) -> ActivationStore:
+    """Run ``model`` over ``data`` and keep the activations at ``names``.
+
+    Args:
+        model: a hooked model from :func:`probekit.load` (TransformerBridge or HookedRNN).
+        data: token ids ``[N, T]``; a list of strings (tokenised by the model's tokenizer,
+            right-padded; the mask is stored as ``attention_mask``); RNN inputs
+            ``[N, T, in]``; or an iterable of such batches (its own batching is kept).
+        names: hook names (``"blocks.0.hook_resid_post"``, ``"hook_hidden"``), a list, or a
+            filter ``fn(name) -> bool``.
+        out: directory for the shards and ``manifest.json``; None keeps the store in memory.
+        batch_size: items per forward pass (ignored for an iterable of batches).
+        device: ``"auto"`` = CUDA when present, else CPU. The model is moved there.
+        dtype: storage dtype of the activations (None = as computed). Default float16.
+        positions: None for all positions; an int (e.g. ``-1``, the last real token) gives
+            ``[N, ...]``; a list of ints ``[N, P, ...]``; a slice.
+        resume: continue an interrupted store in ``out``; with False an existing store there
+            is replaced.
+        progress: show a progress bar.
+        shard_size: items per shard (a multiple of batch_size); default aims at 256 MiB.
+
+    Returns:
+        the :class:`ActivationStore`.
+
+    Raises:
+        StaleStoreError: ``out`` holds a store of another model, other data or other options
+            and ``resume`` is True.
+    """
+    from probekit.models.fingerprint import fingerprint
+    from probekit.models.loading import resolve_device
+
+    if not isinstance(model, nn.Module) or not hasattr(model, "hook_dict"):
+        raise TypeError(
+            f"model must be a hooked model from probekit.load, got {type(model).__name__}"
+        )
+    _check_positive_int("batch_size", batch_size)
+    if shard_size is not None:
+        _check_positive_int("shard_size", shard_size)
+        if shard_size % batch_size:
+            raise ValueError(
+                f"shard_size ({shard_size}) must be a multiple of batch_size ({batch_size})"
+            )
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a torch floating dtype or None, got {dtype!r}")
+    _check_positions(positions)
+    names = resolve_names(model, names)
+    device = resolve_device(device)
+    first = next(model.parameters(), None)
+    if first is not None and first.device != device:
+        model.to(device)
+    model.eval()
+    source = _DataSource(model, data, batch_size)
+    options = {
+        "names": names,
+        "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+        "positions": _positions_key(positions),
+        "batch_size": batch_size,
+    }
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model_fingerprint": fingerprint(model),
+        "data_fingerprint": source.upfront_fingerprint(),
+        **options,
+        "model_class": type(model).__name__,
+        "shard_size": shard_size,
+        "shards": [],
+        "complete": False,
+    }
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        existing = _prepare_out(out_path, manifest, resume)
+        if existing is not None:
+            if existing.get("complete"):
+                return ActivationStore.open(out_path)
+            manifest = existing
+    writer = _ShardWriter(out_path, manifest)
+    try:
+        _run(model, source, names, positions, dtype, device, manifest, writer, progress)
+    finally:
+        writer.close()
+    if out_path is None:
+        return ActivationStore(manifest, memory=writer.memory)
+    return ActivationStore.open(out_path)
+
+
+def _prepare_out(out: Path, manifest: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+    """Check an existing store in ``out``; returns its manifest when resuming it."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a directory")
+    manifest_path = out / MANIFEST
+    for stale_tmp in out.glob(f"{SHARD_DIR}/.*.tmp") if out.is_dir() else ():
+        stale_tmp.unlink()  # temp files of a killed writer; never renamed, never valid
+    if not manifest_path.is_file():
+        return None
+    existing = read_json(manifest_path)
+    if existing.get("format") != FORMAT:
+        raise ValueError(f"out: {manifest_path} is not a probekit activation store manifest")
+    if not resume:
+        shutil.rmtree(out / SHARD_DIR, ignore_errors=True)
+        manifest_path.unlink()
+        return None
+    problems = []
+    if existing.get("model_fingerprint") != manifest["model_fingerprint"]:
+        problems.append(
+            f"it was written by model {str(existing.get('model_fingerprint'))[:12]}…, "
+            f"this model is {manifest['model_fingerprint'][:12]}…"
+        )
+    if manifest["data_fingerprint"] is not None and existing.get("data_fingerprint") not in (
+        None,
+        manifest["data_fingerprint"],
+    ):
+        problems.append(
+            f"it was written for data {str(existing.get('data_fingerprint'))[:12]}…, "
+            f"this data is {manifest['data_fingerprint'][:12]}…"
+        )
+    for key in ("names", "dtype", "positions", "batch_size"):
+        if existing.get(key) != manifest[key]:
+            problems.append(f"{key} was {existing.get(key)!r}, now {manifest[key]!r}")
+    if manifest["shard_size"] is not None and existing.get("shard_size") != manifest["shard_size"]:
+        problems.append(
+            f"shard_size was {existing.get('shard_size')!r}, now {manifest['shard_size']!r}"
+        )
+    if problems:
+        raise StaleStoreError(
+            f"out: {out} already holds an activation store that does not match: "
+            + "; ".join(problems)
+            + ". Use another out directory, or resume=False to replace it."
+        )
+    existing["shards"] = [s for s in existing["shards"] if (out / s["file"]).is_file()]
+    return existing
+
+
+class _ShardWriter:
+    """Writes shards (and the manifest after each) on a background thread, in order."""
+
+    def __init__(self, out: Path | None, manifest: dict[str, Any]):
+        self.out = out
+        self.manifest = manifest
+        self.memory: list[dict[str, torch.Tensor]] = []
+        self._pool = ThreadPoolExecutor(max_workers=1) if out is not None else None
+        self._pending: list[Future] = []
+
+    def submit(
+        self, start: int, stop: int, tensors: dict[str, torch.Tensor], data_sha: str
+    ) -> None:
+        if self.out is None:
+            self.memory.append(tensors)
+            self._record(start, stop, None, data_sha)
+            return
+        # At most one shard queued behind the one being written: bounded memory.
+        while len(self._pending) >= 2:
+            self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._write, start, stop, tensors, data_sha))
+
+    def _write(
+        self, start: int, stop: int, tensors: dict[str, torch.Tensor], data_sha: str
+    ) -> None:
+        file = f"{SHARD_DIR}/shard-{start:010d}-{stop:010d}.safetensors"
+        metadata = {
+            "format": FORMAT,
+            "start": str(start),
+            "stop": str(stop),
+            "model_fingerprint": self.manifest["model_fingerprint"],
+            "shard_data_sha256": data_sha,
+        }
+        save_safetensors_atomic(tensors, self.out / file, metadata=metadata)
+        self._record(start, stop, file, data_sha)
+        write_json_atomic(self.out / MANIFEST, self.manifest)
+
+    def _record(self, start: int, stop: int, file: str | None, data_sha: str) -> None:
+        shards = [s for s in self.manifest["shards"] if s["start"] != start]
+        shards.append({"file": file, "start": start, "stop": stop, "data_sha256": data_sha})
+        self.manifest["shards"] = sorted(shards, key=lambda s: s["start"])
+
+    def flush(self) -> None:
+        while self._pending:
+            self._pending.pop(0).result()
+
+    def finish(self) -> None:
+        self.flush()
+        if self.out is not None:
+            write_json_atomic(self.out / MANIFEST, self.manifest)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            try:
+                self.flush()
+            finally:
+                self._pool.shutdown(wait=True)
+
+
+def _run(
+    model: nn.Module,
+    source: _DataSource,
+    names: list[str],
+    positions: Positions,
+    dtype: torch.dtype | None,
+    device: torch.device,
+    manifest: dict[str, Any],
+    writer: _ShardWriter,
+    progress: bool,
+) -> None:
+    from tqdm.auto import tqdm
+
+    stop_at_layer = _stop_at_layer(model, names)
+    done = {s["start"]: s for s in manifest["shards"]}
+    shard_size = manifest.get("shard_size")
+    data_hash = None
+    shard_hash = hashlib.sha256()
+    pending: list[dict[str, torch.Tensor]] = []
+    shard_start = cursor = 0
+    skipping = False
+    bar = tqdm(total=source.n_items, unit="item", desc="caching", disable=not progress, leave=False)
+    started = time.perf_counter()
+    for batch in source.batches():
+        n = len(batch.inputs)
+        if data_hash is None:
+            data_hash = _data_hasher(batch.inputs, batch.mask)
+            item_shape = tuple(batch.inputs.shape[1:])
+        elif tuple(batch.inputs.shape[1:]) != item_shape:
+            raise ValueError(
+                f"data: every batch must have items of shape {item_shape}, batch at item "
+                f"{cursor} has {tuple(batch.inputs.shape[1:])}"
+            )
+        data_hash.update(_bytes(batch.inputs))
+        shard_hash.update(_bytes(batch.inputs))
+        if batch.mask is not None:
+            data_hash.update(b"\0mask")
+            data_hash.update(_bytes(batch.mask))
+            shard_hash.update(_bytes(batch.mask))
+        if cursor == shard_start:
+            skipping = shard_start in done and shard_size is not None
+        if skipping:
+            bar.update(n)
+        else:
+            acts = _forward_cache(model, batch.inputs.to(device), names, stop_at_layer)
+            mask = None if batch.mask is None else batch.mask.to(device)
+            kept = {
+                name: _select_positions(a, positions, mask).to(dtype or a.dtype)
+                for name, a in acts.items()
+            }
+            if batch.mask is not None:
+                kept["attention_mask"] = batch.mask
+            if not batch.inputs.is_floating_point():
+                kept["tokens"] = batch.inputs
+            kept = {k: v.to("cpu") for k, v in kept.items()}
+            if shard_size is None:
+                per_item = sum(v[0].numel() * v.element_size() for v in kept.values())
+                shard_size = max(1, DEFAULT_SHARD_BYTES // max(1, per_item * n)) * n
+                manifest["shard_size"] = shard_size
+            if "shapes" not in manifest:
+                manifest["shapes"] = {k: list(v.shape[1:]) for k, v in kept.items()}
+                manifest["dtypes"] = {
+                    k: str(v.dtype).removeprefix("torch.") for k, v in kept.items()
+                }
+            pending.append(kept)
+            bar.update(n)
+        cursor += n
+        if cursor - shard_start >= shard_size:
+            _close_shard(writer, done, shard_start, cursor, pending, shard_hash)
+            pending, shard_start, shard_hash = [], cursor, hashlib.sha256()
+    if cursor > shard_start:
+        _close_shard(writer, done, shard_start, cursor, pending, shard_hash)
+    bar.close()
+    if data_hash is None:
+        raise ValueError("data is empty (no batches)")
+    fingerprint = data_hash.hexdigest()
+    if manifest["data_fingerprint"] not in (None, fingerprint):
+        raise StaleStoreError(
+            "data: the inputs differ from those the store was started with "
+            f"({manifest['data_fingerprint'][:12]}… vs {fingerprint[:12]}…)"
+        )
+    manifest["data_fingerprint"] = fingerprint
+    manifest["n_items"] = cursor
+    manifest["seconds"] = round(time.perf_counter() - started, 3)
+    writer.flush()
+    manifest["complete"] = True
+    writer.finish()
+
+
+def _close_shard(
+    writer: _ShardWriter,
+    done: dict[int, dict[str, Any]],
+    start: int,
+    stop: int,
+    pending: list[dict[str, torch.Tensor]],
+    shard_hash: Any,
+) -> None:
+    digest = shard_hash.hexdigest()
+    if start in done:
+        if done[start]["stop"] != stop or done[start]["data_sha256"] != digest:
+            raise StaleStoreError(
+                f"data: items {start}..{stop} differ from those already cached in this store"
+            )
+        return
+    tensors = {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
+    writer.submit(start, stop, tensors, digest)
