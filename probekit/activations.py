@@ -750,3 +750,99 @@ def _close_shard(
         return
     tensors = {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
     writer.submit(start, stop, tensors, digest)
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+@dataclass
+class StoreSummary:
+    """What a store holds, as a report section: one row per stored tensor."""
+
+    frame: Any
+    summary: dict[str, Any]
+    _figures: list[Any]
+    title: str = "Activation store"
+    description: str = ""
+
+    def figures(self) -> list[Any]:
+        return list(self._figures)
+
+
+def summarize(store: ActivationStore, max_points: int = 2000) -> StoreSummary:
+    """Per-tensor statistics (streamed over the store) and, per hook, a PCA of its vectors.
+
+    Vectors are the last dimension of each hook (``d_model`` for the residual stream, units
+    for an RNN); statistics cover every stored value, the PCA the first ``max_points`` vectors.
+    """
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    rows, figures = [], []
+    for name in store.names:
+        count = nonfinite = 0
+        total = total_sq = norm_sum = 0.0
+        sample: list[torch.Tensor] = []
+        held = 0
+        for batch in store.iter(name, batch_size=256):
+            values = batch.float()
+            finite = torch.isfinite(values)
+            nonfinite += int((~finite).sum())
+            values = torch.where(finite, values, torch.zeros_like(values))
+            count += values.numel()
+            total += float(values.sum())
+            total_sq += float((values.double() ** 2).sum())
+            vectors = values.reshape(-1, values.shape[-1]) if values.dim() > 1 else values[:, None]
+            norm_sum += float(vectors.norm(dim=-1).sum())
+            if held < max_points:
+                sample.append(vectors[: max_points - held])
+                held += len(sample[-1])
+        n_vectors = count // max(1, (store.shapes[name] or (1,))[-1])
+        mean = total / max(1, count)
+        rows.append(
+            {
+                "name": name,
+                "shape": "[" + ", ".join(map(str, (len(store), *store.shapes[name]))) + "]",
+                "dtype": store.meta["dtypes"][name],
+                "mean": mean,
+                "std": max(0.0, total_sq / max(1, count) - mean**2) ** 0.5,
+                "mean_vector_norm": norm_sum / max(1, n_vectors),
+                "non_finite": nonfinite,
+            }
+        )
+        points = torch.cat(sample) if sample else torch.zeros(0, 1)
+        if points.shape[0] >= 3 and points.shape[1] >= 2:
+            centred = points - points.mean(0)
+            _, s, v = torch.linalg.svd(centred, full_matrices=False)
+            xy = centred @ v[:2].T
+            explained = (s[:2] ** 2 / (s**2).sum()).tolist()
+            figures.append(
+                go.Figure(
+                    go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", marker={"size": 3}),
+                    layout={
+                        "title": f"{name}: PCA of {len(points)} vectors",
+                        "xaxis_title": f"PC1 ({explained[0]:.1%} of variance)",
+                        "yaxis_title": f"PC2 ({explained[1]:.1%} of variance)",
+                        "height": 420,
+                    },
+                )
+            )
+    meta = store.meta
+    summary = {
+        "items": len(store),
+        "hooks": len(store.names),
+        "model_fingerprint": meta["model_fingerprint"],
+        "data_fingerprint": meta["data_fingerprint"],
+        "model_class": meta.get("model_class"),
+        "shards": len(meta["shards"]),
+        "positions": meta.get("positions"),
+    }
+    where = str(store.path) if store.path else "memory"
+    return StoreSummary(
+        frame=pd.DataFrame(rows),
+        summary=summary,
+        _figures=figures,
+        title=f"Activation store ({where})",
+        description="Statistics over every stored value; PCA over the first "
+        f"{max_points} vectors of each hook.",
+    )
