@@ -108,12 +108,12 @@ def describe(model: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"class": type(model).__name__, "parameters": n_params}
     cfg = getattr(model, "cfg", None)
     if type(model).__name__ == "HookedRNN":
-        info |= {"kind": "rnn", **model.config_dict()}
+        info |= {"family": "rnn", **model.config_dict()}
     else:
         original = getattr(model, "original_model", None)
         hf_cfg = getattr(original, "config", None)
         info |= {
-            "kind": "transformer",
+            "family": "transformer",
             "architecture": getattr(hf_cfg, "model_type", None)
             or getattr(cfg, "original_architecture", None)
             or getattr(cfg, "architecture", None),
@@ -282,12 +282,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not path.is_dir():
         raise UsageError(f"PATH {args.path!r} is not a directory")
     if (path / MANIFEST).is_file():
-        from probekit.store_summary import summarize_store
+        from probekit.activations import summarize
 
         store = ActivationStore.open(path)
         out = Path(args.out) if args.out else path / "report.html"
         report.write(
-            summarize_store(store), out, title=args.title or f"Activation store {path.name}"
+            summarize(store), out, title=args.title or f"Activation store {path.name}"
         )
         print(f"wrote {out}")
         return 0

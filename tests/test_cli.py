@@ -1,0 +1,165 @@
+"""The probekit command: fast --help, one-line errors with status 2, and each command's output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import probekit as pk
+from probekit.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_help_does_not_import_transformer_lens():
+    code = (
+        "import sys\n"
+        "from probekit.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert 'transformer_lens' not in sys.modules, 'transformer_lens imported'\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("info", "cache", "report", "train", "demo"):
+        assert command in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["frobnicate"], "invalid choice"),
+        (["info"], "the following arguments are required: path"),
+        (["info", "/nonexistent/model"], "does not exist"),
+        (
+            ["cache", "x", "--data", "y", "--names", "h", "--out", "o", "--batch-size", "zero"],
+            "invalid int",
+        ),
+        (["train", "no-such-recipe"], "is not a recipe"),
+        (["demo", "--only", "no_such_analysis"], "unknown analyses"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(argv, expected):
+    proc = subprocess.run(
+        [sys.executable, "-m", "probekit.cli", *argv], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert expected in lines[0]
+
+
+@pytest.fixture(scope="module")
+def rnn_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rnn")
+    model = pk.load(torch.nn.GRU(3, 8, batch_first=True))
+    model.save(path)
+    return path
+
+
+def test_info_reports_format_hooks_and_fingerprint(rnn_dir, capsys):
+    assert main(["info", str(rnn_dir), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "probekit-rnn"
+    assert info["family"] == "rnn" and info["kind"] == "gru" and info["hidden_size"] == 8
+    assert "hook_hidden" in info["hooks"] and "hook_gate_z" in info["hooks"]
+    assert info["fingerprint"] == pk.fingerprint(pk.load(rnn_dir))
+    assert main(["info", str(rnn_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "probekit-rnn" in text and info["fingerprint"] in text
+
+
+def test_info_on_shipped_transformer(capsys):
+    assert main(["info", str(ROOT / "checkpoints" / "cyclic-lm")]) == 0
+    text = capsys.readouterr().out
+    assert "(hf)" in text and "gpt2" in text
+    assert "blocks.{0..1}.hook_resid_post" in text
+
+
+def test_cache_then_report(rnn_dir, tmp_path, capsys):
+    data = torch.randn(20, 7, 3)
+    torch.save(data, tmp_path / "x.pt")
+    out = tmp_path / "store"
+    argv = [
+        "cache",
+        str(rnn_dir),
+        "--data",
+        str(tmp_path / "x.pt"),
+        "--names",
+        "hook_hidden",
+        "hook_gate_z",
+        "--out",
+        str(out),
+        "--batch-size",
+        "8",
+        "--dtype",
+        "float32",
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    store = pk.ActivationStore.open(out)
+    _, reference = pk.load(rnn_dir).run_with_cache(
+        data, names_filter=["hook_hidden", "hook_gate_z"]
+    )
+    for name in ("hook_hidden", "hook_gate_z"):
+        assert torch.allclose(store[name], reference[name], atol=1e-6)
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "hook_gate_z" in page and store.meta["model_fingerprint"] in page
+    # a mismatching model is refused with status 2 and a clear line
+    other = tmp_path / "other"
+    pk.load(torch.nn.GRU(3, 8, batch_first=True)).save(other)
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "cache",
+                str(other),
+                "--data",
+                str(tmp_path / "x.pt"),
+                "--names",
+                "hook_hidden",
+                "hook_gate_z",
+                "--out",
+                str(out),
+                "--batch-size",
+                "8",
+                "--dtype",
+                "float32",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert "written by model" in capsys.readouterr().err
+
+
+def test_report_index_of_pages(tmp_path):
+    for name in ("a_page", "b_page"):
+        (tmp_path / f"{name}.html").write_text("<html></html>")
+    assert main(["report", str(tmp_path)]) == 0
+    index = (tmp_path / "index.html").read_text()
+    assert 'href="a_page.html"' in index and 'href="b_page.html"' in index
+
+
+@pytest.mark.slow
+def test_demo_writes_an_index_linking_every_analysis(tmp_path):
+    """The README's main job, end to end on the shipped checkpoint (quick mode)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "probekit.cli", "demo", "--out", str(tmp_path), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    index = (tmp_path / "index.html").read_text()
+    for script in sorted((ROOT / "analyses").glob("*.py")):
+        if not script.name.startswith("_"):
+            assert f"{script.stem}.html" in index
+            page = (tmp_path / f"{script.stem}.html").read_text()
+            assert "Plotly.newPlot" in page or "plotly" in page.lower()
