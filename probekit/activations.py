@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import re
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,9 +42,8 @@ FORMAT = "probekit-activations"
 VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_DIR = "shards"
-DEFAULT_SHARD_BYTES = 256 * 2**20
+DEFAULT_SHARD_BYTES = 64 * 2**20
 _EXTRAS = ("tokens", "attention_mask")
-_BLOCK_NAME = re.compile(r"^blocks\.(\d+)\.")
 
 Positions = int | Sequence[int] | slice | None
 
@@ -244,11 +242,8 @@ class _DataSource:
         """The data fingerprint when it can be computed before the run (tensor data)."""
         if self._tensor is None:
             return None
-        h = _data_hasher(self._tensor, self._mask)
-        h.update(_bytes(self._tensor))
-        if self._mask is not None:
-            h.update(b"\0mask")
-            h.update(_bytes(self._mask))
+        h = _DataFingerprint(self._tensor, self._mask)
+        h.update(self._tensor, self._mask)
         return h.hexdigest()
 
     def batches(self) -> Iterator[_Batch]:
@@ -316,11 +311,25 @@ def _tokenize(model: nn.Module, texts: list[str]) -> tuple[torch.Tensor, torch.T
     return encoded["input_ids"].long(), encoded["attention_mask"].long()
 
 
-def _data_hasher(tensor: torch.Tensor, mask: torch.Tensor | None) -> Any:
-    h = hashlib.sha256()
-    header = f"{FORMAT}-data\0{tensor.dtype}\0{tuple(tensor.shape[1:])}\0mask={mask is not None}"
-    h.update(header.encode())
-    return h
+class _DataFingerprint:
+    """sha256 over a header (dtype, per-item shape, whether a mask exists), the stream of all
+    input bytes, and the stream of all mask bytes: independent of how the data is batched."""
+
+    def __init__(self, inputs: torch.Tensor, mask: torch.Tensor | None):
+        self._header = (
+            f"{FORMAT}-data\0{inputs.dtype}\0{tuple(inputs.shape[1:])}\0{mask is not None}"
+        )
+        self._inputs = hashlib.sha256()
+        self._mask = hashlib.sha256()
+
+    def update(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> None:
+        self._inputs.update(_bytes(inputs))
+        if mask is not None:
+            self._mask.update(_bytes(mask))
+
+    def hexdigest(self) -> str:
+        parts = (self._header, self._inputs.hexdigest(), self._mask.hexdigest())
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 def _bytes(t: torch.Tensor) -> bytes:
@@ -354,21 +363,6 @@ def resolve_names(
     if len(set(names)) != len(names):
         raise ValueError(f"names: duplicate hook names in {list(names)}")
     return list(names)
-
-
-def _stop_at_layer(model: nn.Module, names: list[str]) -> int | None:
-    """For a bridge, the first block not needed for ``names`` (a shorter forward pass)."""
-    n_layers = getattr(getattr(model, "cfg", None), "n_layers", None)
-    if type(model).__name__ != "TransformerBridge" or not n_layers:
-        return None
-    layers = []
-    for name in names:
-        match = _BLOCK_NAME.match(name)
-        if not match:
-            return None
-        layers.append(int(match.group(1)))
-    stop = max(layers) + 1
-    return stop if stop < n_layers else None
 
 
 # ----------------------------------------------------------------------------- positions
@@ -426,18 +420,43 @@ def _check_positions(positions: Positions) -> None:
 # ----------------------------------------------------------------------------- running
 
 
+class _AllCaptured(Exception):
+    """Raised by the last capture hook: nothing after it is needed, so the pass stops."""
+
+
 def _forward_cache(
-    model: nn.Module, inputs: torch.Tensor, names: list[str], stop_at_layer: int | None
+    model: nn.Module, inputs: torch.Tensor, names: list[str]
 ) -> dict[str, torch.Tensor]:
+    """Activations at ``names`` for one batch.
+
+    On a bridge the forward pass stops as soon as every requested hook has fired, so caching
+    early layers (or any block) skips the rest of the model, the unembedding included. A
+    HookedRNN caches every step through its own ``run_with_cache`` (fused kernels when no
+    intervention is active).
+    """
     with torch.inference_mode():
-        if type(model).__name__ == "TransformerBridge":
-            kwargs: dict[str, Any] = {"return_cache_object": False}
-            if stop_at_layer is not None:
-                kwargs["stop_at_layer"] = stop_at_layer
-            _, cache = model.run_with_cache(inputs, names_filter=names, **kwargs)
-        else:
+        if type(model).__name__ != "TransformerBridge":
             _, cache = model.run_with_cache(inputs, names_filter=names)
-    return {name: cache[name] for name in names}
+            return {name: cache[name] for name in names}
+        captured: dict[str, torch.Tensor] = {}
+
+        def capture(name: str) -> Callable:
+            def hook(tensor: torch.Tensor, hook: Any) -> None:
+                captured.setdefault(name, tensor.detach())
+                if len(captured) == len(names):
+                    raise _AllCaptured
+
+            return hook
+
+        try:
+            with model.hooks(fwd_hooks=[(name, capture(name)) for name in names]):
+                model(inputs)
+        except _AllCaptured:
+            pass
+    missing = [name for name in names if name not in captured]
+    if missing:
+        raise ValueError(f"names: hooks {missing} never fired in a forward pass of this model")
+    return {name: captured[name] for name in names}
 
 
 def cache(
@@ -471,7 +490,8 @@ def cache(
         resume: continue an interrupted store in ``out``; with False an existing store there
             is replaced.
         progress: show a progress bar.
-        shard_size: items per shard (a multiple of batch_size); default aims at 256 MiB.
+        shard_size: items per shard (a multiple of batch_size); default aims at 64 MiB.
+            Memory holds at most two shards (one filling, one being written).
 
     Returns:
         the :class:`ActivationStore`.
@@ -490,10 +510,6 @@ def cache(
     _check_positive_int("batch_size", batch_size)
     if shard_size is not None:
         _check_positive_int("shard_size", shard_size)
-        if shard_size % batch_size:
-            raise ValueError(
-                f"shard_size ({shard_size}) must be a multiple of batch_size ({batch_size})"
-            )
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a torch floating dtype or None, got {dtype!r}")
     _check_positions(positions)
@@ -504,6 +520,11 @@ def cache(
         model.to(device)
     model.eval()
     source = _DataSource(model, data, batch_size)
+    if shard_size is not None and source.n_items is not None and shard_size % batch_size:
+        # whole batches per shard keep shard boundaries identical across resumed runs
+        raise ValueError(
+            f"shard_size ({shard_size}) must be a multiple of batch_size ({batch_size})"
+        )
     options = {
         "names": names,
         "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
@@ -602,8 +623,8 @@ class _ShardWriter:
             self.memory.append(tensors)
             self._record(start, stop, None, data_sha)
             return
-        # At most one shard queued behind the one being written: bounded memory.
-        while len(self._pending) >= 2:
+        # One shard is written while the next fills: memory holds at most two shards.
+        while self._pending:
             self._pending.pop(0).result()
         self._pending.append(self._pool.submit(self._write, start, stop, tensors, data_sha))
 
@@ -657,12 +678,11 @@ def _run(
 ) -> None:
     from tqdm.auto import tqdm
 
-    stop_at_layer = _stop_at_layer(model, names)
     done = {s["start"]: s for s in manifest["shards"]}
     shard_size = manifest.get("shard_size")
     data_hash = None
     shard_hash = hashlib.sha256()
-    pending: list[dict[str, torch.Tensor]] = []
+    buffer: dict[str, torch.Tensor] | None = None
     shard_start = cursor = 0
     skipping = False
     bar = tqdm(total=source.n_items, unit="item", desc="caching", disable=not progress, leave=False)
@@ -670,25 +690,23 @@ def _run(
     for batch in source.batches():
         n = len(batch.inputs)
         if data_hash is None:
-            data_hash = _data_hasher(batch.inputs, batch.mask)
+            data_hash = _DataFingerprint(batch.inputs, batch.mask)
             item_shape = tuple(batch.inputs.shape[1:])
         elif tuple(batch.inputs.shape[1:]) != item_shape:
             raise ValueError(
                 f"data: every batch must have items of shape {item_shape}, batch at item "
                 f"{cursor} has {tuple(batch.inputs.shape[1:])}"
             )
-        data_hash.update(_bytes(batch.inputs))
+        data_hash.update(batch.inputs, batch.mask)
         shard_hash.update(_bytes(batch.inputs))
         if batch.mask is not None:
-            data_hash.update(b"\0mask")
-            data_hash.update(_bytes(batch.mask))
             shard_hash.update(_bytes(batch.mask))
         if cursor == shard_start:
             skipping = shard_start in done and shard_size is not None
         if skipping:
             bar.update(n)
         else:
-            acts = _forward_cache(model, batch.inputs.to(device), names, stop_at_layer)
+            acts = _forward_cache(model, batch.inputs.to(device), names)
             mask = None if batch.mask is None else batch.mask.to(device)
             kept = {
                 name: _select_positions(a, positions, mask).to(dtype or a.dtype)
@@ -708,14 +726,26 @@ def _run(
                 manifest["dtypes"] = {
                     k: str(v.dtype).removeprefix("torch.") for k, v in kept.items()
                 }
-            pending.append(kept)
+            if buffer is None:  # one preallocated buffer per shard: no concatenation copies
+                buffer = {
+                    k: torch.empty((shard_size, *v.shape[1:]), dtype=v.dtype)
+                    for k, v in kept.items()
+                }
+            offset = cursor - shard_start
+            if offset + n > len(buffer[next(iter(buffer))]):  # uneven batches from an iterable
+                buffer = {
+                    k: torch.cat([b[:offset], torch.empty((n, *b.shape[1:]), dtype=b.dtype)])
+                    for k, b in buffer.items()
+                }
+            for k, v in kept.items():
+                buffer[k][offset : offset + n] = v
             bar.update(n)
         cursor += n
         if cursor - shard_start >= shard_size:
-            _close_shard(writer, done, shard_start, cursor, pending, shard_hash)
-            pending, shard_start, shard_hash = [], cursor, hashlib.sha256()
+            _close_shard(writer, done, shard_start, cursor, buffer, shard_hash)
+            buffer, shard_start, shard_hash = None, cursor, hashlib.sha256()
     if cursor > shard_start:
-        _close_shard(writer, done, shard_start, cursor, pending, shard_hash)
+        _close_shard(writer, done, shard_start, cursor, buffer, shard_hash)
     bar.close()
     if data_hash is None:
         raise ValueError("data is empty (no batches)")
@@ -738,7 +768,7 @@ def _close_shard(
     done: dict[int, dict[str, Any]],
     start: int,
     stop: int,
-    pending: list[dict[str, torch.Tensor]],
+    buffer: dict[str, torch.Tensor] | None,
     shard_hash: Any,
 ) -> None:
     digest = shard_hash.hexdigest()
@@ -748,8 +778,7 @@ def _close_shard(
                 f"data: items {start}..{stop} differ from those already cached in this store"
             )
         return
-    tensors = {k: torch.cat([p[k] for p in pending]) for k in pending[0]}
-    writer.submit(start, stop, tensors, digest)
+    writer.submit(start, stop, {k: v[: stop - start] for k, v in buffer.items()}, digest)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -818,7 +847,9 @@ def summarize(store: ActivationStore, max_points: int = 2000) -> StoreSummary:
             explained = (s[:2] ** 2 / (s**2).sum()).tolist()
             figures.append(
                 go.Figure(
-                    go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", marker={"size": 3}),
+                    go.Scattergl(
+                        x=xy[:, 0].numpy(), y=xy[:, 1].numpy(), mode="markers", marker={"size": 3}
+                    ),
                     layout={
                         "title": f"{name}: PCA of {len(points)} vectors",
                         "xaxis_title": f"PC1 ({explained[0]:.1%} of variance)",

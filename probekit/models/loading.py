@@ -81,6 +81,9 @@ def load(
     Returns:
         a ``transformer_lens`` ``TransformerBridge`` for transformers, with the tokenizer
         attached when the checkpoint has one; a :class:`probekit.models.HookedRNN` for RNNs.
+        An in-memory Hugging Face model is wrapped in place (TransformerBridge swaps in its
+        own components and forces eager attention), and moved to ``device``/``dtype``; set
+        ``bridge.tokenizer`` yourself if you have one. A torch RNN is copied, not wrapped.
 
     >>> import torch, probekit as pk
     >>> rnn = pk.load(torch.nn.GRU(3, 8, batch_first=True))
