@@ -286,9 +286,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         store = ActivationStore.open(path)
         out = Path(args.out) if args.out else path / "report.html"
-        report.write(
-            summarize(store), out, title=args.title or f"Activation store {path.name}"
-        )
+        report.write(summarize(store), out, title=args.title or f"Activation store {path.name}")
         print(f"wrote {out}")
         return 0
     pages = sorted(p for p in path.glob("*.html") if p.name != "index.html")
