@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the numbers here")
     args = parser.parse_args()
-    n = args.batches or (4 if args.quick else 16)
+    n = args.batches or (4 if args.quick else 24)
     repeats = 1 if args.quick else 3
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -225,7 +225,7 @@ def main() -> None:
         f"{t['pk_cache_2_hooks_disk_s'] / plain:.2f}x   ({t['store_bytes'] / 2**20:.0f} MiB written)"
     )
 
-    small = max(2, n // 4)
+    small = 2 if args.quick else 24  # 24 batches = 96 MiB of fp16 activations: 2 default shards
     b1, r1 = _rss_child(small)
     b10, r10 = _rss_child(small * 10)
     print("\n[memory] peak RSS of pk.cache to disk, fresh process each")

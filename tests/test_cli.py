@@ -163,3 +163,16 @@ def test_demo_writes_an_index_linking_every_analysis(tmp_path):
             assert f"{script.stem}.html" in index
             page = (tmp_path / f"{script.stem}.html").read_text()
             assert "Plotly.newPlot" in page or "plotly" in page.lower()
+
+
+def test_quickstart_example_runs():
+    """examples/quickstart.py is what a newcomer copies from: it must run as written."""
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "state change before step 20: 0.0" in proc.stdout
+    assert "report:" in proc.stdout
