@@ -85,22 +85,15 @@ def test_cache_then_report(rnn_dir, tmp_path, capsys):
     data = torch.randn(20, 7, 3)
     torch.save(data, tmp_path / "x.pt")
     out = tmp_path / "store"
-    argv = [
-        "cache",
-        str(rnn_dir),
-        "--data",
-        str(tmp_path / "x.pt"),
-        "--names",
-        "hook_hidden",
-        "hook_gate_z",
-        "--out",
-        str(out),
-        "--batch-size",
-        "8",
-        "--dtype",
-        "float32",
-        "--quiet",
-    ]
+
+    def cache_argv(model_dir):
+        return [
+            "cache", str(model_dir), "--data", str(tmp_path / "x.pt"),
+            "--names", "hook_hidden", "hook_gate_z", "--out", str(out),
+            "--batch-size", "8", "--dtype", "float32", "--quiet",
+        ]  # fmt: skip
+
+    argv = cache_argv(rnn_dir)
     assert main(argv) == 0
     store = pk.ActivationStore.open(out)
     _, reference = pk.load(rnn_dir).run_with_cache(
@@ -115,27 +108,7 @@ def test_cache_then_report(rnn_dir, tmp_path, capsys):
     other = tmp_path / "other"
     pk.load(torch.nn.GRU(3, 8, batch_first=True)).save(other)
     capsys.readouterr()
-    assert (
-        main(
-            [
-                "cache",
-                str(other),
-                "--data",
-                str(tmp_path / "x.pt"),
-                "--names",
-                "hook_hidden",
-                "hook_gate_z",
-                "--out",
-                str(out),
-                "--batch-size",
-                "8",
-                "--dtype",
-                "float32",
-                "--quiet",
-            ]
-        )
-        == 2
-    )
+    assert main(cache_argv(other)) == 2
     assert "written by model" in capsys.readouterr().err
 
 
