@@ -29,6 +29,13 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "report": ("probekit.report", None),
     "tasks": ("probekit.tasks", None),
     "train": ("probekit.train", None),
+    "probes": ("probekit.probes", None),
+    "memorization": ("probekit.memorization", None),
+    "ablation": ("probekit.ablation", None),
+    "modularity": ("probekit.modularity", None),
+    "grid": ("probekit.grid", None),
+    "edit": ("probekit.edit", None),
+    "shattering": ("probekit.shattering", None),
 }
 
 __all__ = [

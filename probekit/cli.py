@@ -8,6 +8,7 @@ Bad arguments exit with status 2 and one line saying what was wrong.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+#: Subcommands defined in ``probekit/commands/<name>.py``, in ``--help`` order.
+COMMAND_MODULES = ("audit", "ablate", "grid", "modularity", "shatter")
 
 
 class UsageError(Exception):
@@ -56,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="replace an existing store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    for name in COMMAND_MODULES:
+        # Analysis commands live in probekit/commands/<name>.py, each with
+        # ``register(subparsers)`` adding its parser with ``set_defaults(handler=...)``.
+        # Those modules import nothing heavy at the top, so --help stays fast.
+        if importlib.util.find_spec(f"probekit.commands.{name}") is not None:
+            importlib.import_module(f"probekit.commands.{name}").register(sub)
+
     p = sub.add_parser(
         "report", help="summarise an activation store, or index a directory of report pages"
     )
@@ -82,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handler = globals()[f"_cmd_{args.command}"]
+    handler = getattr(args, "handler", None) or globals()[f"_cmd_{args.command}"]
     try:
         return int(handler(args) or 0)
     except UsageError as err:
@@ -315,8 +326,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(
             f"NAME {args.name!r} is not a recipe; recipes: {', '.join(sorted(RECIPES))}"
         )
+    try:
+        recipe = RECIPES[args.name]
+    except ImportError as err:
+        raise UsageError(f"recipe {args.name!r} is not available in this install: {err}") from None
     out = Path(args.out) if args.out else REPO_ROOT / "checkpoints" / args.name
-    metrics = RECIPES[args.name](out, steps=args.steps, seed=args.seed)
+    metrics = recipe(out, steps=args.steps, seed=args.seed)
     print(f"wrote {out}")
     print(json.dumps(metrics, indent=2, default=str))
     return 0

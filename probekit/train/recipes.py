@@ -14,13 +14,14 @@ never leaves a half-written checkpoint and never damages the one already there.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import math
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -383,5 +384,43 @@ def build_cyclic_lm(
 
 Recipe = Callable[..., dict[str, Any]]
 
-#: ``probekit train NAME`` -> ``RECIPES[NAME](out_dir, steps=None, seed=0, progress=True)``.
-RECIPES: dict[str, Recipe] = {"cyclic-lm": build_cyclic_lm}
+
+class RecipeRegistry(Mapping[str, Recipe]):
+    """Recipe name -> build function, importing each recipe's module only when it is asked for.
+
+    Entries are callables or ``"module:function"`` strings, so listing the recipes (``probekit
+    train``) stays cheap and one recipe's heavy imports never slow down another's.
+    """
+
+    def __init__(self, entries: dict[str, Recipe | str]) -> None:
+        self._entries = dict(entries)
+
+    def __getitem__(self, name: str) -> Recipe:
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module_name, _, attr = entry.partition(":")
+            entry = getattr(importlib.import_module(module_name), attr)
+            self._entries[name] = entry
+        return entry
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+#: ``probekit train NAME`` -> ``RECIPES[NAME](out_dir, steps=None, seed=0, progress=True)``,
+#: returning the metrics written to the checkpoint's ``metrics.json``.
+RECIPES = RecipeRegistry(
+    {
+        "cyclic-lm": build_cyclic_lm,
+        "canary-lm": "probekit.train.canary:build_canary_lm",
+        "kg-ring": "probekit.train.knowledge_graph:build_kg_ring",
+        "compfn": "probekit.train.compositional:build_compfn",
+        "cog-rnn-bimt": "probekit.train.cognitive:build_cog_rnn_bimt",
+        "cog-rnn-l1": "probekit.train.cognitive:build_cog_rnn_l1",
+        "cog-rnn-plain": "probekit.train.cognitive:build_cog_rnn_plain",
+        "grid-rnn": "probekit.train.navigation:build_grid_rnn",
+    }
+)
