@@ -1,0 +1,523 @@
+"""Train CTRNNs on the 20 cognitive tasks, with BIMT, plain L1, or no regulariser.
+
+Which question this serves: does brain-inspired modular training (BIMT) make an RNN's
+functional modules anatomical as well: wired together and placed together (seeds/abstracts.md
+§10; ``shared/specs/modularity.md``)? The three shipped checkpoints ``cog-rnn-bimt``,
+``cog-rnn-l1`` and ``cog-rnn-plain`` differ only in the regulariser; everything else (task
+mixture, architecture, optimiser, seed) is shared, so :mod:`probekit.modularity` can compare
+them.
+
+BIMT (Liu, Gan & Tegmark 2023, as the spec adapts it to an RNN): every hidden unit sits on a
+fixed 2-D grid position ``p_i``; the connection cost of the recurrent weights is
+
+    l_cc = sum_ij |W_ij| * (A * d_ij + l0),   d_ij = ||p_i - p_j||,  A = 1, l0 = 0.2,
+
+added to the task loss as ``lambda * l_cc`` with ``lambda`` rising log-linearly from
+``lam_low`` to ``lam_high`` over the first half of training and falling back over the second.
+Every ``swap_every`` steps the ``swap_k`` units with the largest total ``|w|`` (in + out,
+recurrent) are visited in turn; each trades positions with the unit whose position lowers
+``l_cc`` most (if any does). A swap moves positions, not weights, so the network computes the
+same function before and after it. The L1 baseline adds ``lambda * sum_ij |W_ij|`` with the same
+schedule; the plain baseline adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from probekit.models.rnn import HookedRNN, RNNConfig
+from probekit.tasks import cognitive
+
+Regularizer = Literal["bimt", "l1", "none"]
+REGULARIZERS = ("bimt", "l1", "none")
+
+
+# ----------------------------------------------------------------------------- BIMT geometry
+
+
+def grid_positions(n_units: int, columns: int | None = None) -> Tensor:
+    """``[n_units, 2]`` positions on a grid, row-major, spacing ``1 / (columns - 1)``.
+
+    ``columns`` defaults to ``ceil(sqrt(n_units))``; the grid has ``ceil(n / columns)`` rows.
+    """
+    if columns is None:
+        columns = max(2, math.ceil(math.sqrt(n_units)))
+    idx = torch.arange(n_units)
+    spacing = 1.0 / (columns - 1)
+    return torch.stack([(idx % columns).double(), (idx // columns).double()], dim=1) * spacing
+
+
+def distance_matrix(positions: Tensor) -> Tensor:
+    """``[n, 2] -> [n, n]`` Euclidean distances between unit positions."""
+    return torch.cdist(positions.double(), positions.double())
+
+
+def connection_cost(weights: Tensor, positions: Tensor, A: float = 1.0, l0: float = 0.2) -> Tensor:
+    """BIMT connection cost ``sum_ij |W_ij| * (A * d_ij + l0)`` of a ``[n, n]`` weight matrix."""
+    d = distance_matrix(positions).to(weights.dtype)
+    return (weights.abs() * (A * d + l0)).sum()
+
+
+def swap_gains(strength: Tensor, dist: Tensor, unit: int) -> Tensor:
+    """``[n]``: change of ``sum_ij S_ij d_ij`` if ``unit`` traded positions with each unit.
+
+    ``strength`` is the symmetric ``|W| + |W|^T`` ``[n, n]``, ``dist`` the current distances.
+    Swapping ``i`` and ``j`` moves ``i``'s edges to ``p_j`` and ``j``'s to ``p_i``; the edge
+    ``i-j`` keeps its length. Negative entries lower the cost; the entry for ``unit`` is 0.
+    """
+    i = unit
+    s_i, d_i = strength[i], dist[i]
+    a = dist @ s_i  # sum_k S_ik d(p_j, p_k)
+    b = (s_i * d_i).sum()  # sum_k S_ik d(p_i, p_k)
+    c = strength @ d_i  # sum_k S_jk d(p_i, p_k)
+    e = (strength * dist).sum(1)  # sum_k S_jk d(p_j, p_k)
+    diag = strength.diagonal()
+    gain = a - b + c - e - d_i * (diag[i] + diag - 2 * s_i)
+    gain[i] = 0.0
+    return gain
+
+
+def bimt_swap(weights: Tensor, positions: Tensor, k: int) -> tuple[Tensor, int]:
+    """One round of BIMT swaps: the ``k`` units with the largest ``|w|`` in + out each move to
+    the position that lowers the connection cost most. Returns (new positions, swaps made)."""
+    w = weights.detach().abs().double()
+    strength = w + w.T
+    positions = positions.clone()
+    order = torch.argsort(strength.sum(1), descending=True)[:k]
+    swaps = 0
+    for unit in order.tolist():
+        gain = swap_gains(strength, distance_matrix(positions), unit)
+        j = int(torch.argmin(gain))
+        if gain[j] < -1e-12:
+            positions[[unit, j]] = positions[[j, unit]]
+            swaps += 1
+    return positions, swaps
+
+
+def lambda_schedule(step: int, steps: int, low: float, high: float) -> float:
+    """Log-linear rise ``low -> high`` over the first half, back to ``low`` over the second."""
+    if steps <= 1 or low <= 0:
+        return high if low <= 0 else low
+    frac = 1.0 - abs(2.0 * step / (steps - 1) - 1.0)
+    return low * (high / low) ** frac
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class RNNTrainResult:
+    """What :func:`train_cognitive_rnn` did: losses, evaluations, BIMT swaps, wall time."""
+
+    losses: list[float] = field(default_factory=list)
+    evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    swaps: int = 0
+    seconds: float = 0.0
+    positions: Tensor | None = None
+
+
+def ctrnn_forward(model: HookedRNN, x: Tensor) -> Tensor:
+    """``[batch, time, in] -> [batch, time, out]``: the model's ctrnn "yang2019" recurrence,
+    differentiable and lean, for training.
+
+    Equal to ``model(x)`` (tested) without its hook points. It exists because ``HookedRNN`` has
+    no fused kernel for a ctrnn and its per-step loop indexes the precomputed input drive with
+    ``xw[:, t]``, whose backward writes a full ``[batch, time, H]`` gradient at every step;
+    ``unbind`` here gives a backward 3-4x faster on this CPU.
+    """
+    cfg = model.cfg
+    if cfg.kind != "ctrnn" or cfg.convention != "yang2019" or model.W_rec is not model.weight_hh:
+        raise ValueError("ctrnn_forward needs a ctrnn (yang2019) without mask or Dale's law")
+    f = {"softplus": F.softplus, "relu": torch.relu, "tanh": torch.tanh}[cfg.nonlinearity]
+    bias = model.bias_ih + model.bias_hh if cfg.bias else None
+    drive = F.linear(x, model.weight_ih, bias).unbind(1)
+    h = x.new_zeros(x.shape[0], cfg.hidden_size)
+    w_t = model.weight_hh.T
+    states = []
+    for xt in drive:
+        h = torch.lerp(h, f(torch.addmm(xt, h, w_t)), cfg.alpha)
+        states.append(h)
+    return model.readout(torch.stack(states, dim=1))
+
+
+def masked_mse(outputs: Tensor, trials: cognitive.Trials) -> Tensor:
+    """Yang et al.'s cost: mean of ``mask * (output - target)^2`` over batch, time, outputs."""
+    return (trials.mask * (outputs - trials.targets) ** 2).mean()
+
+
+def evaluate(
+    model: HookedRNN,
+    tasks: Sequence[str] = cognitive.TASKS,
+    n_trials: int = 128,
+    seed: int = 12345,
+    noise: float = 0.05,
+    fwd_hooks: list | None = None,
+) -> dict[str, float]:
+    """Accuracy of ``model`` on ``n_trials`` fresh trials of each task (seeded; no grad)."""
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for task in tasks:
+            trials = cognitive.generate(task, n_trials, seed=gen, noise=noise, dtype=model.dtype)
+            if fwd_hooks:
+                y = model.run_with_hooks(trials.inputs, fwd_hooks=fwd_hooks)
+            elif model.kind == "ctrnn" and model.cfg.convention == "yang2019":
+                y = ctrnn_forward(model, trials.inputs)
+            else:
+                y = model(trials.inputs)
+            out[task] = cognitive.accuracy(y, trials)
+    return out
+
+
+def train_cognitive_rnn(
+    model: HookedRNN,
+    *,
+    steps: int,
+    regularizer: Regularizer = "none",
+    tasks: Sequence[str] = cognitive.TASKS,
+    per_task: int = 16,
+    lr: float = 1e-3,
+    lam_low: float = 1e-5,
+    lam_high: float = 1e-4,
+    A: float = 1.0,
+    l0: float = 0.2,
+    swap_every: int = 200,
+    swap_k: int = 16,
+    positions: Tensor | None = None,
+    noise: float = 0.05,
+    seed: int = 0,
+    eval_every: int = 0,
+    eval_fn: Callable[[HookedRNN], dict[str, float]] | None = None,
+    progress: bool = True,
+) -> RNNTrainResult:
+    """Train ``model`` (a CTRNN with a 17-unit readout) on a mixture of cognitive tasks.
+
+    Each step draws ``per_task`` fresh trials of every task in ``tasks`` (one generator seeded
+    with ``seed``), runs the model through its differentiable per-step loop, and takes an Adam
+    step on :func:`masked_mse` plus the regulariser (module docstring). Deterministic for a
+    seed on the CPU at a fixed thread count.
+
+    Returns:
+        :class:`RNNTrainResult`; for BIMT its ``positions [H, 2]`` are the final position map.
+    """
+    if regularizer not in REGULARIZERS:
+        raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
+    if model.output_size != cognitive.N_OUTPUT or model.input_size != cognitive.N_INPUT:
+        raise ValueError(
+            f"model must map {cognitive.N_INPUT} inputs to {cognitive.N_OUTPUT} outputs, got "
+            f"{model.input_size} -> {model.output_size}"
+        )
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    n = model.hidden_size
+    if positions is None:
+        positions = grid_positions(n)
+    positions = positions.double().clone()
+    torch.manual_seed(seed)  # nothing in the loop should draw from it; belt and braces
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    result = RNNTrainResult()
+    dist = distance_matrix(positions).to(model.dtype)
+    start = time.perf_counter()
+    last_print = start
+    model.train()
+    for step in range(steps):
+        trials = cognitive.mixed(tasks, per_task, seed=gen, noise=noise, dtype=model.dtype)
+        y = ctrnn_forward(model, trials.inputs)
+        loss = masked_mse(y, trials)
+        total = loss
+        lam = lambda_schedule(step, steps, lam_low, lam_high)
+        if regularizer == "bimt":
+            total = total + lam * (model.weight_hh.abs() * (A * dist + l0)).sum()
+        elif regularizer == "l1":
+            total = total + lam * model.weight_hh.abs().sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        result.losses.append(float(loss.detach()))
+        if regularizer == "bimt" and swap_every and (step + 1) % swap_every == 0:
+            positions, swaps = bimt_swap(model.weight_hh, positions, swap_k)
+            result.swaps += swaps
+            dist = distance_matrix(positions).to(model.dtype)
+        if eval_fn is not None and eval_every and (step + 1) % eval_every == 0:
+            model.eval()
+            result.evals.append((step + 1, eval_fn(model)))
+            model.train()
+        now = time.perf_counter()
+        if progress and (now - last_print > 30 or step == steps - 1):
+            last_print = now
+            recent = sum(result.losses[-50:]) / len(result.losses[-50:])
+            msg = f"[{regularizer}] step {step + 1}/{steps} loss {recent:.4f} lam {lam:.2e}"
+            if result.evals:
+                acc = result.evals[-1][1]
+                msg += f" acc {sum(acc.values()) / len(acc):.3f}"
+            print(msg + f" {now - start:.0f}s", flush=True)
+    model.eval()
+    result.seconds = time.perf_counter() - start
+    result.positions = positions
+    return result
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+@dataclass(frozen=True)
+class CogRNNRecipe:
+    """Everything that defines a shipped ``cog-rnn-*`` checkpoint."""
+
+    regularizer: str = "none"
+    hidden_size: int = 128
+    grid_columns: int = 16
+    nonlinearity: str = "softplus"
+    dt: float = cognitive.DT
+    tau: float = 100.0
+    steps: int = 3000
+    per_task: int = 8
+    lr: float = 2e-3
+    lam_low: float = 1e-5
+    lam_high: float = 1e-4
+    A: float = 1.0
+    l0: float = 0.2
+    swap_every: int = 100
+    swap_k: int = 16
+    noise: float = 0.05
+    eval_every: int = 500
+    eval_trials: int = 64
+    final_eval_trials: int = 256
+
+
+def cog_rnn_model(recipe: CogRNNRecipe, seed: int) -> HookedRNN:
+    """A freshly initialised CTRNN for the recipe (yang2019 convention, 53 -> H -> 17)."""
+    cfg = RNNConfig(
+        kind="ctrnn",
+        input_size=cognitive.N_INPUT,
+        hidden_size=recipe.hidden_size,
+        output_size=cognitive.N_OUTPUT,
+        nonlinearity=recipe.nonlinearity,
+        dt=recipe.dt,
+        tau=recipe.tau,
+        convention="yang2019",
+        extra={"task": "probekit.tasks.cognitive", "regularizer": recipe.regularizer},
+    )
+    return HookedRNN(cfg, seed=seed)
+
+
+def _machine() -> str:
+    return (
+        f"{platform.machine()} {platform.processor() or ''} CPU, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} thread(s)"
+    ).replace("  ", " ")
+
+
+_DESCRIPTIONS = {
+    "bimt": "BIMT: distance-weighted L1 connection cost on the recurrent weights plus periodic "
+    "position swaps (units on a 2-D grid)",
+    "l1": "plain L1 on the recurrent weights, same lambda schedule as BIMT",
+    "none": "no regulariser",
+}
+
+
+def _card(name: str, recipe: CogRNNRecipe, seed: int, metrics: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"| {cognitive.TASK_NAMES[t]} | `{t}` | {metrics['accuracy'][t]:.3f} |"
+        for t in cognitive.TASKS
+    )
+    evals = "\n".join(
+        f"| {step} | {sum(acc.values()) / len(acc):.3f} | {min(acc.values()):.3f} |"
+        for step, acc in metrics["evals"]
+    )
+    curve = "\n".join(f"| {s} | {v:.4f} |" for s, v in metrics["loss_curve"])
+    r = recipe
+    bimt = ""
+    if r.regularizer == "bimt":
+        bimt = (
+            f"\nThe final unit positions are stored as the extra tensor `positions` [{r.hidden_size}, 2] "
+            f"(`model.positions` after `pk.load`); {metrics['swaps']} swaps were made in "
+            f"{metrics['steps'] // r.swap_every} rounds. Connection cost l_cc of the final weights at "
+            f"the final positions: {metrics['connection_cost']:.2f} (at the initial grid "
+            f"order: {metrics['connection_cost_initial_positions']:.2f}).\n"
+        )
+    return f"""# {name}
+
+A continuous-time RNN ({r.hidden_size} softplus units) trained on all 20 cognitive tasks of
+Yang et al. 2019 (`probekit.tasks.cognitive`) with **{_DESCRIPTIONS[r.regularizer]}**. One of
+three checkpoints (`cog-rnn-bimt`, `cog-rnn-l1`, `cog-rnn-plain`) that differ only in the
+regulariser, shipped for the modularity study (`analyses/rnn_modularity.py`,
+`probekit.modularity`).
+{bimt}
+## Performance
+
+Mean accuracy over the 20 tasks: **{metrics["mean_accuracy"]:.3f}** (min {metrics["min_accuracy"]:.3f});
+{metrics["n_tasks_at_80"]} of 20 tasks at >= 0.80. Measured on {r.final_eval_trials} fresh trials
+per task (seed 12345, input noise {r.noise}); a trial is correct when the fixation output stays
+above 0.5 until the go cue and the final response is within pi/10 of the target (or fixation is
+kept when that is the answer). The aim was a mean of 0.80; this is what the CPU budget below
+reached.
+
+| task | key | accuracy |
+|---|---|---|
+{rows}
+
+Mean / worst task accuracy during training ({r.eval_trials} trials per task):
+
+| step | mean | worst |
+|---|---|---|
+{evals}
+
+Training loss (masked MSE, mean over windows):
+
+| up to step | loss |
+|---|---|
+{curve}
+
+## Architecture
+
+`HookedRNN` kind `ctrnn`, convention `yang2019`: `h_t = (1 - a) h_(t-1) + a softplus(W_in u_t +
+W_rec h_(t-1) + b)`, a = dt / tau = {r.dt:g} / {r.tau:g}; inputs 53 (fixation, two rings of 16,
+20 rule units), readout 17 (fixation, ring of 16); {metrics["n_parameters"]:,} parameters
+(float32). No input/recurrent mask, no Dale's law.
+
+## Recipe
+
+```json
+{json.dumps(metrics["settings"], indent=2)}
+```
+
+- each step: {r.per_task} fresh trials of each of the 20 tasks (one batch of
+  {20 * r.per_task}, padded to the longest task), Adam lr {r.lr}, {metrics["steps"]} steps
+- regulariser lambda: log-linear {r.lam_low:g} -> {r.lam_high:g} over the first half, back to
+  {r.lam_low:g} over the second (BIMT and L1; none for plain); A = {r.A:g}, l0 = {r.l0:g}
+- seed {seed} (init, trials); wall-clock training time {metrics["train_seconds"]:.0f} s on
+  {metrics["machine"]} (the machine was shared with other jobs)
+- deterministic: the same seed on the same machine and thread count gives the same weights
+
+Rebuild with `probekit train {name}` or `probekit.train.RECIPES["{name}"](out_dir)`.
+
+## Files
+
+- `config.json`, `model.safetensors` (probekit RNN format; sha256 `{metrics["model_sha256"]}`)
+- `metrics.json`: the numbers above
+"""
+
+
+def build_cog_rnn(
+    name: str,
+    out_dir: str | os.PathLike,
+    regularizer: Regularizer,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    recipe: CogRNNRecipe | None = None,
+) -> dict[str, Any]:
+    """Train one ``cog-rnn-*`` checkpoint and write it to ``out_dir`` atomically."""
+    from probekit.train.recipes import atomic_directory, sha256_file
+
+    recipe = recipe or CogRNNRecipe(regularizer=regularizer)
+    if recipe.regularizer != regularizer:
+        recipe = CogRNNRecipe(**(asdict(recipe) | {"regularizer": regularizer}))
+    steps = recipe.steps if steps is None else steps
+    model = cog_rnn_model(recipe, seed)
+    positions0 = grid_positions(recipe.hidden_size, recipe.grid_columns)
+
+    def eval_fn(m: HookedRNN) -> dict[str, float]:
+        return evaluate(m, n_trials=recipe.eval_trials, noise=recipe.noise)
+
+    result = train_cognitive_rnn(
+        model,
+        steps=steps,
+        regularizer=regularizer,
+        per_task=recipe.per_task,
+        lr=recipe.lr,
+        lam_low=recipe.lam_low,
+        lam_high=recipe.lam_high,
+        A=recipe.A,
+        l0=recipe.l0,
+        swap_every=recipe.swap_every,
+        swap_k=recipe.swap_k,
+        positions=positions0,
+        noise=recipe.noise,
+        seed=seed,
+        eval_every=recipe.eval_every,
+        eval_fn=eval_fn,
+        progress=progress,
+    )
+    acc = evaluate(model, n_trials=recipe.final_eval_trials, noise=recipe.noise)
+    window = max(1, steps // 10)
+    curve = [
+        [
+            min(i + window, steps),
+            sum(result.losses[i : i + window]) / len(result.losses[i : i + window]),
+        ]
+        for i in range(0, steps, window)
+    ]
+    metrics: dict[str, Any] = {
+        "recipe": name,
+        "regularizer": regularizer,
+        "accuracy": acc,
+        "mean_accuracy": sum(acc.values()) / len(acc),
+        "min_accuracy": min(acc.values()),
+        "n_tasks_at_80": sum(v >= 0.8 for v in acc.values()),
+        "steps": steps,
+        "seed": seed,
+        "settings": asdict(recipe) | {"steps": steps},
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": round(result.seconds, 1),
+        "machine": _machine(),
+        "final_loss": result.losses[-1],
+        "loss_curve": curve,
+        "evals": [[step, values] for step, values in result.evals],
+    }
+    if regularizer == "bimt":
+        assert result.positions is not None
+        model.add_extra_tensor("positions", result.positions.to(model.dtype))
+        model.cfg.extra["positions"] = (
+            f"BIMT unit positions [{recipe.hidden_size}, 2] (grid of {recipe.grid_columns} "
+            "columns, spacing 1/(columns-1))"
+        )
+        metrics["swaps"] = result.swaps
+        w = model.weight_hh.detach()
+        metrics["connection_cost"] = float(
+            connection_cost(w, result.positions, recipe.A, recipe.l0)
+        )
+        metrics["connection_cost_initial_positions"] = float(
+            connection_cost(w, positions0, recipe.A, recipe.l0)
+        )
+    with atomic_directory(out_dir) as tmp:
+        model.save(tmp)
+        metrics["model_sha256"] = sha256_file(Path(tmp) / "model.safetensors")
+        (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (Path(tmp) / "card.md").write_text(_card(name, recipe, seed, metrics))
+    return metrics
+
+
+def build_cog_rnn_bimt(
+    out_dir: str | os.PathLike, steps: int | None = None, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """The ``cog-rnn-bimt`` checkpoint: CTRNN on the 20 tasks trained with BIMT."""
+    return build_cog_rnn("cog-rnn-bimt", out_dir, "bimt", steps, seed, progress)
+
+
+def build_cog_rnn_l1(
+    out_dir: str | os.PathLike, steps: int | None = None, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """The ``cog-rnn-l1`` checkpoint: the same CTRNN and schedule with plain L1."""
+    return build_cog_rnn("cog-rnn-l1", out_dir, "l1", steps, seed, progress)
+
+
+def build_cog_rnn_plain(
+    out_dir: str | os.PathLike, steps: int | None = None, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """The ``cog-rnn-plain`` checkpoint: the same CTRNN without a regulariser."""
+    return build_cog_rnn("cog-rnn-plain", out_dir, "none", steps, seed, progress)
