@@ -1,0 +1,203 @@
+"""Path integration in a square box: random-walk trajectories, velocity inputs, place-cell targets.
+
+Does a recurrent network that integrates its own velocity to keep track of where it is develop
+grid cells, and in modules of different period (seeds/abstracts.md §9)? This module generates the
+data for that question, in the form used by Sorscher et al. (2019/2023) and Banino et al. (2018):
+
+- :func:`trajectories`: smooth random walks of an animal-like agent in a box
+  ``[-width/2, width/2] x [-height/2, height/2]``. Speeds are Rayleigh distributed, the heading
+  turns by a Gaussian random angular velocity, and near a wall (closer than ``border``) an agent
+  heading into it turns away until it runs parallel to the wall and slows to a quarter of its
+  speed. The network's input at step ``t`` is the velocity ``velocity[:, t] = [vx, vy]`` (box
+  units per second) and its target is the position *after* that step,
+  ``positions[:, t] = start + dt * cumsum(velocity)[:, t]``.
+- :func:`place_cell_centers` and :func:`place_code`: ``n`` place cells at uniform random centres;
+  the code of a position is a normalised difference of Gaussians (a centre of width ``sigma``
+  minus a surround of width ``surround * sigma``, each a softmax over cells, shifted to be
+  non-negative and normalised to sum to 1). The targets are a probability distribution over
+  place cells, so the network is trained with softmax cross-entropy.
+- :func:`decode_position`: the position read back from a (predicted) place code as the mean
+  centre of its ``k`` most active cells.
+
+Example::
+
+    >>> import torch
+    >>> from probekit.tasks import navigation
+    >>> traj = navigation.trajectories(4, 20, seed=0)
+    >>> traj.velocity.shape, traj.positions.shape, traj.start.shape
+    (torch.Size([4, 20, 2]), torch.Size([4, 20, 2]), torch.Size([4, 2]))
+    >>> bool(torch.allclose(traj.start[:, None] + 0.02 * traj.velocity.cumsum(1), traj.positions))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+#: Defaults (Sorscher et al.): box side, step (s), border region, turning sd (rad/s), speed scale.
+DEFAULT_BOX = (2.2, 2.2)
+DEFAULT_DT = 0.02
+DEFAULT_BORDER = 0.03
+DEFAULT_TURN_SD = 11.52
+DEFAULT_SPEED_SCALE = 0.13 * 2 * math.pi
+
+
+class Trajectories(NamedTuple):
+    """A batch of random walks.
+
+    Attributes:
+        velocity: ``[batch, time, 2]`` velocity of each step (box units per second), the
+            network's input.
+        positions: ``[batch, time, 2]`` position after each step, ``start + dt * cumsum(velocity)``.
+        start: ``[batch, 2]`` position before the first step.
+        heading: ``[batch, time]`` heading (radians) of each step's displacement.
+    """
+
+    velocity: torch.Tensor
+    positions: torch.Tensor
+    start: torch.Tensor
+    heading: torch.Tensor
+
+
+def _check_box(box: tuple[float, float]) -> tuple[float, float]:
+    try:
+        width, height = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ValueError(f"box must be (width, height), got {box!r}") from None
+    if not (width > 0 and height > 0):
+        raise ValueError(f"box must have positive width and height, got {box!r}")
+    return width, height
+
+
+def extent_of(box: tuple[float, float] = DEFAULT_BOX) -> tuple[tuple[float, float], ...]:
+    """The ``((x0, x1), (y0, y1))`` extent of a box centred on the origin."""
+    width, height = _check_box(box)
+    return ((-width / 2, width / 2), (-height / 2, height / 2))
+
+
+def trajectories(
+    n: int,
+    steps: int,
+    *,
+    box: tuple[float, float] = DEFAULT_BOX,
+    dt: float = DEFAULT_DT,
+    border: float = DEFAULT_BORDER,
+    turn_sd: float = DEFAULT_TURN_SD,
+    speed_scale: float = DEFAULT_SPEED_SCALE,
+    seed: int | torch.Generator = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Trajectories:
+    """``n`` random walks of ``steps`` steps in a ``box = (width, height)`` centred on the origin.
+
+    Each step: the speed is drawn from a Rayleigh distribution of scale ``speed_scale`` (box units
+    per second), the heading turns by ``dt * N(0, turn_sd)``; within ``border`` of a wall and
+    heading into it (angle to the wall's normal below 90 degrees), the agent also turns so as to
+    run parallel to the wall and moves at a quarter speed. Computed in float64, returned in
+    ``dtype``. Deterministic for a given ``seed`` (an int or a ``torch.Generator``).
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    width, height = _check_box(box)
+    for name, value in (("dt", dt), ("turn_sd", turn_sd), ("speed_scale", speed_scale)):
+        if not value > 0:
+            raise ValueError(f"{name} must be positive, got {value!r}")
+    if not border >= 0:
+        raise ValueError(f"border must be >= 0, got {border!r}")
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    f64 = torch.float64
+    half = torch.tensor([width / 2, height / 2], dtype=f64)
+    pos = (torch.rand(n, 2, generator=gen, dtype=f64) * 2 - 1) * half
+    head = torch.rand(n, generator=gen, dtype=f64) * 2 * math.pi
+    turns = torch.randn(n, steps, generator=gen, dtype=f64) * turn_sd * dt
+    # Rayleigh(scale) = scale * sqrt(-2 log U), U in (0, 1]
+    speeds = speed_scale * torch.sqrt(
+        -2 * torch.log1p(-torch.rand(n, steps, generator=gen, dtype=f64))
+    )
+    wall_normals = torch.tensor([0.0, 0.5, 1.0, 1.5], dtype=f64) * math.pi  # +x, +y, -x, -y walls
+    start = pos.clone()
+    vel = torch.empty(n, steps, 2, dtype=f64)
+    headings = torch.empty(n, steps, dtype=f64)
+    for t in range(steps):
+        dists = torch.stack(
+            [half[0] - pos[:, 0], half[1] - pos[:, 1], half[0] + pos[:, 0], half[1] + pos[:, 1]],
+            dim=1,
+        )
+        d_wall, nearest = dists.min(dim=1)
+        to_wall = torch.remainder(head - wall_normals[nearest] + math.pi, 2 * math.pi) - math.pi
+        near = (d_wall < border) & (to_wall.abs() < math.pi / 2)
+        turn = torch.where(near, torch.sign(to_wall) * (math.pi / 2 - to_wall.abs()), 0.0)
+        speed = torch.where(near, 0.25 * speeds[:, t], speeds[:, t]) * dt
+        head = head + turn
+        step = speed[:, None] * torch.stack([torch.cos(head), torch.sin(head)], dim=1)
+        vel[:, t] = step / dt
+        headings[:, t] = head
+        pos = pos + step
+        head = head + turns[:, t]
+    positions = start[:, None] + (vel * dt).cumsum(dim=1)
+    headings = torch.remainder(headings + math.pi, 2 * math.pi) - math.pi
+    return Trajectories(
+        velocity=vel.to(dtype),
+        positions=positions.to(dtype),
+        start=start.to(dtype),
+        heading=headings.to(dtype),
+    )
+
+
+def place_cell_centers(
+    n: int, *, box: tuple[float, float] = DEFAULT_BOX, seed: int = 0
+) -> torch.Tensor:
+    """``[n, 2]`` place-cell centres drawn uniformly in the box (float32), seeded."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    width, height = _check_box(box)
+    gen = torch.Generator().manual_seed(int(seed))
+    unit = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    return (unit * torch.tensor([width / 2, height / 2], dtype=torch.float64)).float()
+
+
+def place_code(
+    positions: torch.Tensor,
+    centers: torch.Tensor,
+    *,
+    sigma: float = 0.12,
+    surround: float | None = 2.0,
+) -> torch.Tensor:
+    """Difference-of-Gaussians place-cell code of ``positions [..., 2]`` -> ``[..., n_cells]``.
+
+    ``softmax(-d^2 / 2 sigma^2) - softmax(-d^2 / 2 (surround sigma)^2)`` over cells, shifted so
+    its minimum over cells is 0 and divided by its sum (Sorscher et al.); ``surround=None`` gives
+    the plain Gaussian softmax. Each output row is a probability distribution over place cells.
+    """
+    if positions.shape[-1] != 2:
+        raise ValueError(f"positions must be [..., 2], got {tuple(positions.shape)}")
+    if centers.ndim != 2 or centers.shape[-1] != 2:
+        raise ValueError(f"centers must be [n_cells, 2], got {tuple(centers.shape)}")
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma!r}")
+    d2 = ((positions[..., None, :] - centers.to(positions)) ** 2).sum(-1)
+    code = torch.softmax(-d2 / (2 * sigma**2), dim=-1)
+    if surround is not None:
+        if not surround > 1:
+            raise ValueError(f"surround must be > 1 (or None), got {surround!r}")
+        code = code - torch.softmax(-d2 / (2 * (surround * sigma) ** 2), dim=-1)
+        code = code - code.min(dim=-1, keepdim=True).values
+        code = code / code.sum(dim=-1, keepdim=True)
+    return code
+
+
+def decode_position(code: torch.Tensor, centers: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Position ``[..., 2]`` read from a place code or logits ``[..., n_cells]``.
+
+    The mean centre of the ``k`` most active cells (Sorscher et al.'s decoder).
+    """
+    if code.shape[-1] != centers.shape[0]:
+        raise ValueError(
+            f"code has {code.shape[-1]} cells in its last dimension, centers has {centers.shape[0]}"
+        )
+    idx = code.topk(k, dim=-1).indices
+    return centers.to(code)[idx].mean(dim=-2)
