@@ -1,0 +1,530 @@
+"""Which layers and heads does a capability depend on? Ablation sweeps over a hooked model.
+
+The method of seeds/abstracts.md §8 (compositional capabilities of autoregressive
+transformers: "the attention layers in the latter half of the model are critical to
+compositionality"), spec ``specs/ablation.md``. :func:`sweep` knocks out one component at a
+time - a whole attention or MLP layer (its output added to the residual stream), one attention
+head (its slice of ``z``, the input of ``W_O``), or, in a :class:`~probekit.models.HookedRNN`, a
+group of hidden units inside the recurrence - and scores the model with each knocked out.
+
+Methods (applied at every position, and at every decoding step in generation mode):
+
+- ``"zero"``: the activation becomes 0 (for a head: the same as zeroing its rows of ``W_O``);
+- ``"mean"``: its mean over the ``reference`` inputs at the same position (time step);
+- ``"resample"``: the activation the same component had on another input (input ``i`` takes
+  reference input ``src[i]``, drawn from ``seed``; with no ``reference``, another row of
+  ``inputs``, never itself).
+
+Batched: the variants (one per ablated component, plus the clean model) are laid out along the
+batch dimension - the inputs repeated once per variant, in chunks of ``batch_size`` rows - and
+one hook per hook point replaces, row by row, the ablated slice (``torch.where`` on a per-row
+mask, so the ablated values are bit-for-bit those of a one-variant ``run_with_hooks``). One
+forward pass then scores many variants; ``batched=False`` runs the naive loop (one
+``run_with_hooks`` per variant) for comparison.
+
+Example::
+
+    >>> result = pk.ablation.sweep(model, tokens, "accuracy", level="head", method="mean")
+    >>> result.frame.sort_values("delta").head()       # the heads whose loss hurts most
+    >>> result.summary["clean"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import plotly.graph_objects as go
+
+__all__ = ["AblationResult", "sweep", "LEVELS", "COMPONENTS", "METHODS", "METRICS"]
+
+LEVELS = ("layer", "head")
+COMPONENTS = ("attn", "mlp")
+METHODS = ("zero", "mean", "resample")
+METRICS = ("loss", "accuracy")
+
+Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class AblationResult:
+    """One row per ablated component.
+
+    ``frame`` columns: ``layer``, ``head`` (``<NA>`` for whole-layer ablations; the group index
+    for RNN unit groups), ``component``, ``method``, ``score`` (the metric's mean over the
+    inputs with that component ablated), ``delta`` (score minus the clean score), ``n_units``.
+    ``summary``: ``clean`` (the unablated score), ``metric``, ``higher_is_better``, ``level``,
+    ``component``, ``method``, ``n_inputs``, ``n_variants``, and ``most_damaging`` (the row
+    whose ablation hurts the score most). ``scores``: per-input scores ``[n_variants + 1,
+    n_inputs]``, the clean model in row 0.
+    """
+
+    frame: pd.DataFrame
+    summary: dict[str, Any]
+    scores: torch.Tensor = field(repr=False)
+    title: str = "Ablation sweep"
+    description: str = ""
+
+    def figures(self) -> list[go.Figure]:
+        """A layer x head heatmap of ``delta`` (head-level sweeps) and per-layer bars."""
+        import plotly.graph_objects as go
+
+        frame = self.frame
+        s = self.summary
+        metric = s["metric"]
+        figs = []
+        if s["level"] in ("head", "units") and frame["head"].notna().any():
+            table = frame.pivot(index="layer", columns="head", values="delta")
+            figs.append(
+                go.Figure(
+                    go.Heatmap(
+                        z=table.to_numpy(),
+                        x=[str(h) for h in table.columns],
+                        y=[str(layer) for layer in table.index],
+                        colorscale="RdBu",
+                        zmid=0.0,
+                        colorbar={"title": f"delta {metric}"},
+                        hovertemplate="layer %{y} head %{x}: delta %{z:.4f}<extra></extra>",
+                    ),
+                    layout={
+                        "title": f"{s['method']}-ablating each head: change in {metric} "
+                        f"(clean {s['clean']:.4f})",
+                        "xaxis_title": "head" if s["level"] == "head" else "unit group",
+                        "yaxis_title": "layer",
+                        "height": 420,
+                    },
+                )
+            )
+            per_layer = frame.groupby("layer")["delta"]
+            bars = [
+                go.Bar(x=per_layer.mean().index.astype(str), y=per_layer.mean(), name="mean"),
+                go.Bar(
+                    x=per_layer.min().index.astype(str),
+                    y=per_layer.min() if s["higher_is_better"] else per_layer.max(),
+                    name="worst head",
+                ),
+            ]
+            title = f"change in {metric} per layer, over its heads"
+        else:
+            bars = [go.Bar(x=frame["layer"].astype(str), y=frame["delta"], name="delta")]
+            title = f"{s['method']}-ablating each {s['component']} layer: change in {metric}"
+        figs.append(
+            go.Figure(
+                bars,
+                layout={
+                    "title": f"{title} (clean {s['clean']:.4f})",
+                    "xaxis_title": "layer",
+                    "yaxis_title": f"delta {metric}",
+                    "barmode": "group",
+                    "height": 380,
+                },
+            )
+        )
+        return figs
+
+
+# ----------------------------------------------------------------------------- variants
+
+
+@dataclass(frozen=True)
+class _Variant:
+    layer: int
+    head: int | None
+    hook: str  # hook point name
+    mask: torch.Tensor  # bool over the trailing dims of the hook's activation
+
+
+def _is_rnn(model: Any) -> bool:
+    from probekit.models.rnn import HookedRNN
+
+    return isinstance(model, HookedRNN)
+
+
+def _check_model(model: Any) -> None:
+    if not (hasattr(model, "hook_dict") and hasattr(model, "hooks")):
+        raise ValueError(
+            "model must be a hooked model (pk.load(...): a TransformerBridge or a HookedRNN), "
+            f"got {type(model).__name__}"
+        )
+
+
+def _transformer_variants(
+    model: Any, level: str, component: str, layers: Sequence[int] | None
+) -> list[_Variant]:
+    cfg = model.cfg
+    n_layers = cfg.n_layers
+    layers = list(range(n_layers)) if layers is None else [int(i) for i in layers]
+    bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad:
+        raise ValueError(f"layers must lie in 0..{n_layers - 1}, got {bad}")
+    variants = []
+    for layer in layers:
+        if level == "layer":
+            hook = f"blocks.{layer}.hook_{component}_out"
+            variants.append(_Variant(layer, None, hook, torch.ones(cfg.d_model, dtype=torch.bool)))
+        else:
+            hook = f"blocks.{layer}.attn.hook_z"
+            for head in range(cfg.n_heads):
+                mask = torch.zeros(cfg.n_heads, cfg.d_head, dtype=torch.bool)
+                mask[head] = True
+                variants.append(_Variant(layer, head, hook, mask))
+    for v in variants:
+        if v.hook not in model.hook_dict:
+            raise ValueError(f"the model has no hook point {v.hook!r} to ablate")
+    return variants
+
+
+def _rnn_variants(model: Any, groups: Any) -> list[_Variant]:
+    n_units = model.hidden_size
+    if groups is None:
+        groups = n_units
+    if isinstance(groups, int) and not isinstance(groups, bool):
+        if not 1 <= groups <= n_units:
+            raise ValueError(f"groups must be an int in 1..hidden_size={n_units}, got {groups}")
+        groups = [chunk.tolist() for chunk in torch.arange(n_units).tensor_split(groups)]
+    variants = []
+    for g, units in enumerate(groups):
+        units = torch.as_tensor(units, dtype=torch.long).reshape(-1)
+        if units.numel() == 0 or int(units.min()) < 0 or int(units.max()) >= n_units:
+            raise ValueError(
+                f"groups[{g}] must be a non-empty list of unit indices in 0..{n_units - 1}"
+            )
+        mask = torch.zeros(n_units, dtype=torch.bool)
+        mask[units] = True
+        variants.append(_Variant(0, g, "hook_hidden", mask))
+    if not variants:
+        raise ValueError("groups must hold at least one group of hidden units")
+    return variants
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _teacher_forced_scores(
+    metric: Metric, logits: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor | None
+) -> torch.Tensor:
+    if callable(metric):
+        return metric(logits, tokens)
+    pred, target = logits[:, :-1].float(), tokens[:, 1:]
+    mask = torch.ones_like(target, dtype=torch.bool) if positions is None else positions
+    mask = mask.expand_as(target).float()
+    if metric == "loss":
+        per_token = torch.nn.functional.cross_entropy(
+            pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none"
+        ).reshape(target.shape)
+    else:
+        per_token = (pred.argmax(-1) == target).float()
+    return (per_token * mask).sum(1) / mask.sum(1)
+
+
+def _generation_scores(
+    metric: Metric, generated: torch.Tensor, tokens: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
+    if callable(metric):
+        return metric(generated, tokens)
+    return (generated[:, prompt_len:] == tokens[:, prompt_len:]).all(1).float()
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _reference_activations(
+    model: Any, reference: torch.Tensor, hooks: list[str], batch_size: int
+) -> dict[str, torch.Tensor]:
+    """Clean activations of ``reference`` at ``hooks``: ``[m, pos (or time), ...]`` each."""
+    parts: dict[str, list[torch.Tensor]] = {h: [] for h in hooks}
+    wanted = set(hooks)
+    with torch.no_grad():
+        for chunk in reference.split(batch_size):
+            _, cache = model.run_with_cache(chunk, names_filter=lambda n: n in wanted)
+            for h in hooks:
+                parts[h].append(cache[h].detach())
+    return {h: torch.cat(v) for h, v in parts.items()}
+
+
+class _AblationHook:
+    """Replaces, in each row of a batch, the slice its variant ablates.
+
+    ``row_mask [rows, *trailing]`` (bool) says which entries of each row are replaced;
+    ``value`` is the replacement: ``None`` (zeros), ``[pos, *trailing]`` (a per-position mean,
+    the same for every row) or ``[rows, pos, *trailing]`` (per-row resampled activations). For
+    a per-step RNN hook the activation is ``[rows, *trailing]`` at step ``hook.step``.
+    """
+
+    def __init__(self, row_mask: torch.Tensor, value: torch.Tensor | None, per_row: bool):
+        self.row_mask = row_mask
+        self.value = value
+        self.per_row = per_row
+
+    def __call__(self, act: torch.Tensor, hook: Any) -> torch.Tensor:
+        step = getattr(hook, "step", None)
+        if step is not None:  # HookedRNN per-step point: act [rows, H]
+            mask = self.row_mask
+            if self.value is None:
+                value = torch.zeros((), dtype=act.dtype, device=act.device)
+            else:
+                value = self.value[:, step] if self.per_row else self.value[step]
+        else:  # [rows, pos, *trailing]
+            pos = act.shape[1]
+            mask = self.row_mask.unsqueeze(1)
+            if self.value is None:
+                value = torch.zeros((), dtype=act.dtype, device=act.device)
+            else:
+                value = self.value[:, :pos] if self.per_row else self.value[:pos]
+        return torch.where(mask.to(act.device), value.to(act.dtype), act)
+
+
+def _forward_rows(
+    model: Any,
+    rows_variant: torch.Tensor,
+    rows_input: torch.Tensor,
+    inputs: torch.Tensor,
+    variants: list[_Variant],
+    method: str,
+    ref_acts: dict[str, torch.Tensor],
+    src: torch.Tensor | None,
+    score_fn: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Scores ``[rows]`` of one chunk: row ``r`` runs input ``rows_input[r]`` with variant
+    ``rows_variant[r]`` ablated (``-1``: clean)."""
+    fwd_hooks = []
+    for hook in sorted({variants[int(v)].hook for v in rows_variant.unique() if v >= 0}):
+        at_hook = [i for i, v in enumerate(variants) if v.hook == hook]
+        trailing = variants[at_hook[0]].mask.shape
+        table = torch.zeros(len(variants) + 1, *trailing, dtype=torch.bool)
+        for i in at_hook:
+            table[i] = variants[i].mask
+        row_mask = table[rows_variant]  # index -1 is the all-False last row
+        if method == "zero":
+            value, per_row = None, False
+        elif method == "mean":
+            value, per_row = ref_acts[hook].mean(0), False
+        else:
+            value, per_row = ref_acts[hook][src[rows_input]], True
+        fwd_hooks.append((hook, _AblationHook(row_mask, value, per_row)))
+    batch = inputs[rows_input]
+    with torch.no_grad():
+        if fwd_hooks:
+            with model.hooks(fwd_hooks=fwd_hooks):
+                return score_fn(model, batch, rows_input)
+        return score_fn(model, batch, rows_input)
+
+
+def _check_inputs(model: Any, inputs: Any, name: str) -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(inputs).__name__}")
+    if _is_rnn(model):
+        if inputs.is_floating_point() and inputs.ndim == 3:
+            return inputs
+        if not inputs.is_floating_point() and inputs.ndim == 2:
+            return inputs.long()
+        raise ValueError(
+            f"{name} must be float [batch, time, input_size] (or token ids [batch, time]) for a "
+            f"HookedRNN, got {inputs.dtype} {tuple(inputs.shape)}"
+        )
+    if inputs.is_floating_point() or inputs.ndim != 2 or inputs.shape[1] < 2:
+        raise ValueError(
+            f"{name} must be integer token ids [batch, seq >= 2], got {inputs.dtype} "
+            f"{tuple(inputs.shape)}"
+        )
+    return inputs.long()
+
+
+def sweep(
+    model: Any,
+    inputs: torch.Tensor,
+    metric: Metric = "accuracy",
+    level: str = "head",
+    component: str = "attn",
+    method: str = "zero",
+    reference: torch.Tensor | None = None,
+    *,
+    layers: Sequence[int] | None = None,
+    groups: int | Sequence[Sequence[int]] | None = None,
+    prompt_len: int | None = None,
+    positions: torch.Tensor | None = None,
+    batch_size: int = 256,
+    batched: bool = True,
+    seed: int = 0,
+    progress: bool = False,
+) -> AblationResult:
+    """Score ``model`` on ``inputs`` with each component ablated in turn.
+
+    Args:
+        model: a hooked model from :func:`probekit.load` (``TransformerBridge`` or
+            ``HookedRNN``).
+        inputs: token ids ``[n, seq]`` (transformers), or ``[n, time, input_size]`` floats
+            (RNNs).
+        metric: ``"loss"`` (mean next-token cross-entropy; lower is better), ``"accuracy"``
+            (next-token argmax accuracy), both teacher-forced over ``positions``; or a callable
+            ``metric(logits, inputs) -> [batch]`` scores, higher is better. With
+            ``prompt_len`` (generation mode), ``"accuracy"`` is the exact match of every
+            generated token and a callable gets ``(generated [batch, seq], inputs)``.
+        level: ``"layer"`` (a whole layer's output) or ``"head"`` (one attention head's ``z``).
+            Ignored for a ``HookedRNN``, whose variants are ``groups`` of hidden units.
+        component: ``"attn"`` or ``"mlp"`` (``"mlp"`` only at ``level="layer"``).
+        method: ``"zero"``, ``"mean"`` (mean over ``reference`` per position) or
+            ``"resample"`` (another input's activation).
+        reference: inputs the mean / resampled activations come from, at least as long as
+            ``inputs``; default ``inputs``.
+        layers: which layers to sweep (default all).
+        groups: RNN only: an int ``k`` (``k`` contiguous groups; default one group per unit) or
+            a list of unit-index lists.
+        prompt_len: generation mode: the first ``prompt_len`` tokens are the prompt and the rest
+            is generated greedily with the ablation active at every decoding step.
+        positions: teacher-forced metrics only: bool ``[seq - 1]`` or ``[n, seq - 1]`` over
+            target positions (target ``j`` is token ``j + 1``) to score; default all.
+        batch_size: rows (input x variant) per forward pass.
+        batched: False runs one ``run_with_hooks`` per variant (the naive loop).
+        seed: for ``"resample"``'s choice of source inputs.
+
+    Returns:
+        :class:`AblationResult`.
+    """
+    _check_model(model)
+    rnn = _is_rnn(model)
+    inputs = _check_inputs(model, inputs, "inputs")
+    n = inputs.shape[0]
+    if n < 1:
+        raise ValueError("inputs must hold at least one sequence")
+    if not (callable(metric) or metric in METRICS):
+        raise ValueError(f"metric must be one of {METRICS} or a callable, got {metric!r}")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    if component not in COMPONENTS:
+        raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not rnn and level == "head" and component == "mlp":
+        raise ValueError('component="mlp" needs level="layer" (an MLP layer has no heads)')
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    seq = inputs.shape[1]
+    if prompt_len is not None:
+        if rnn:
+            raise ValueError("prompt_len (generation mode) is for transformers, not a HookedRNN")
+        if not isinstance(prompt_len, int) or not 1 <= prompt_len < seq:
+            raise ValueError(f"prompt_len must be an integer in 1..{seq - 1}, got {prompt_len!r}")
+        if metric == "loss":
+            raise ValueError('metric="loss" is teacher-forced; use "accuracy" or a callable')
+        if positions is not None:
+            raise ValueError("positions applies to teacher-forced metrics, not generation mode")
+    if rnn and not callable(metric) and inputs.is_floating_point():
+        raise ValueError(
+            "for a HookedRNN on float inputs, metric must be a callable metric(outputs, inputs)"
+        )
+    if positions is not None:
+        positions = torch.as_tensor(positions)
+        if positions.dtype != torch.bool or positions.shape not in (
+            (seq - 1,),
+            (n, seq - 1),
+        ):
+            raise ValueError(
+                f"positions must be bool [seq - 1] = [{seq - 1}] or [n, seq - 1], got "
+                f"{positions.dtype} {tuple(positions.shape)}"
+            )
+
+    variants = (
+        _rnn_variants(model, groups)
+        if rnn
+        else _transformer_variants(model, level, component, layers)
+    )
+
+    ref_acts: dict[str, torch.Tensor] = {}
+    src = None
+    if method != "zero":
+        ref = inputs if reference is None else _check_inputs(model, reference, "reference")
+        if ref.shape[1] < seq:
+            raise ValueError(
+                f"reference must be at least as long as inputs ({seq}), got {ref.shape[1]}"
+            )
+        if method == "resample":
+            g = torch.Generator().manual_seed(seed)
+            if reference is None:
+                if n < 2:
+                    raise ValueError('method="resample" without a reference needs >= 2 inputs')
+                src = (torch.arange(n) + torch.randint(1, n, (n,), generator=g)) % n
+            else:
+                src = torch.randint(ref.shape[0], (n,), generator=g)
+        hooks = sorted({v.hook for v in variants})
+        ref_acts = _reference_activations(model, ref[:, :seq], hooks, batch_size)
+
+    def score_fn(m: Any, batch: torch.Tensor, rows_input: torch.Tensor) -> torch.Tensor:
+        if prompt_len is None:
+            out = m(batch)
+            logits = out if isinstance(out, torch.Tensor) else out.logits
+            rows_positions = positions
+            if positions is not None and positions.ndim == 2:
+                rows_positions = positions[rows_input]
+            return _teacher_forced_scores(metric, logits, batch, rows_positions)
+        tokens = batch[:, :prompt_len]
+        while tokens.shape[1] < seq:
+            out = m(tokens)
+            logits = out if isinstance(out, torch.Tensor) else out.logits
+            tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        return _generation_scores(metric, tokens, batch, prompt_len)
+
+    n_var = len(variants) + 1  # row 0 = clean
+    rows_variant = torch.arange(-1, len(variants)).repeat_interleave(n)
+    rows_input = torch.arange(n).repeat(n_var)
+    scores = torch.empty(n_var * n)
+    if batched:
+        chunks = list(torch.arange(n_var * n).split(batch_size))
+    else:  # the naive loop: one variant (all its inputs) per forward
+        chunks = [
+            part
+            for v in range(n_var)
+            for part in torch.arange(v * n, (v + 1) * n).split(batch_size)
+        ]
+    from tqdm.auto import tqdm
+
+    for rows in tqdm(chunks, desc="ablate", disable=not progress, leave=False):
+        rv, ri = rows_variant[rows], rows_input[rows]
+        scores[rows] = _forward_rows(
+            model, rv, ri, inputs, variants, method, ref_acts, src, score_fn
+        )
+    scores = scores.reshape(n_var, n)
+    means = scores.mean(1)
+    clean = float(means[0])
+
+    import pandas as pd
+
+    component_name = "hidden" if rnn else component
+    frame = pd.DataFrame(
+        {
+            "layer": [v.layer for v in variants],
+            "head": pd.array([v.head for v in variants], dtype="Int64"),
+            "component": component_name,
+            "method": method,
+            "score": means[1:].tolist(),
+            "delta": (means[1:] - clean).tolist(),
+            "n_units": [int(v.mask.sum()) for v in variants],
+        }
+    )
+    higher_is_better = metric != "loss"
+    worst = int(frame["delta"].idxmin() if higher_is_better else frame["delta"].idxmax())
+    metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
+    if prompt_len is not None and metric == "accuracy":
+        metric_name = "exact_match"
+    summary = {
+        "clean": clean,
+        "metric": metric_name,
+        "higher_is_better": higher_is_better,
+        "level": "units" if rnn else level,
+        "component": component_name,
+        "method": method,
+        "n_inputs": n,
+        "n_variants": len(variants),
+        "generation": prompt_len is not None,
+        "most_damaging": {
+            "layer": int(frame.loc[worst, "layer"]),
+            "head": None if pd.isna(frame.loc[worst, "head"]) else int(frame.loc[worst, "head"]),
+            "delta": float(frame.loc[worst, "delta"]),
+        },
+    }
+    return AblationResult(frame=frame, summary=summary, scores=scores)
