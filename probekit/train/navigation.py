@@ -25,7 +25,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,6 @@ class GridRNNRecipe:
     eval_seed: int = 987654
     bins: int = 20
     shuffle_seed: int = 5
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def grid_rnn_model(recipe: GridRNNRecipe, seed: int) -> tuple[HookedRNN, torch.nn.Parameter]:
@@ -178,6 +177,282 @@ def attach_task_tensors(
     return model
 
 
+def rollout(
+    model: HookedRNN, n_trajectories: int, seed: int, seq_len: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Run a saved grid-rnn on fresh trajectories of its task.
+
+    Returns ``hidden [n, T, H]``, ``logits [n, T, n_place]``, ``positions [n, T, 2]``,
+    ``target [n, T, n_place]`` (the place code), ``start [n, 2]``.
+    """
+    extra = model.cfg.extra
+    box = tuple(extra.get("box", navigation.DEFAULT_BOX))
+    seq_len = int(extra.get("seq_len", 20)) if seq_len is None else seq_len
+    traj = navigation.trajectories(n_trajectories, seq_len, box=box, seed=seed)
+    code_kw = {"sigma": extra["place_sigma"], "surround": extra["place_surround"]}
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(
+            traj.velocity, initial_state(model, traj.start), names_filter="hook_hidden"
+        )
+        target = navigation.place_code(traj.positions, model.place_centers, **code_kw)
+    return {
+        "hidden": cache["hook_hidden"],
+        "logits": logits,
+        "positions": traj.positions,
+        "target": target,
+        "start": traj.start,
+    }
+
+
+def evaluate_grid_rnn(
+    model: HookedRNN,
+    n_trajectories: int = 4000,
+    seed: int = 987654,
+    bins: int = 20,
+    n_shuffles: int = 2,
+    shuffle_seed: int = 5,
+) -> dict[str, Any]:
+    """Loss, position decoding and grid analysis of a saved grid-rnn on fresh trajectories.
+
+    Returns ``{"metrics": {...}, "modules": GridModules, "rollout": {...}}``; metrics are the
+    cross-entropy and its floor (the entropy of the targets), the decoding error (mean centre of
+    the top-3 place cells, box units) against the error of always guessing the start position,
+    and the grid-score distribution against a circular-shift null.
+    """
+    import numpy as np
+
+    from probekit import grid
+
+    out = rollout(model, n_trajectories, seed)
+    logits, target, pos = out["logits"], out["target"], out["positions"]
+    ce = float(-(target * F.log_softmax(logits, -1)).sum(-1).mean())
+    entropy = float(-(target * target.clamp_min(1e-30).log()).sum(-1).mean())
+    decoded = navigation.decode_position(logits, model.place_centers)
+    err = (decoded - pos).norm(dim=-1)
+    start_err = (out["start"][:, None] - pos).norm(dim=-1)
+    extent = navigation.extent_of(tuple(model.cfg.extra.get("box", navigation.DEFAULT_BOX)))
+    hidden = out["hidden"]
+    maps = grid.ratemaps(hidden, pos, bins=bins, extent=extent)
+    null = grid.shuffle_null(
+        hidden, pos, bins=bins, extent=extent, n_shuffles=n_shuffles, seed=shuffle_seed
+    )
+    found = grid.modules(maps, extent=extent, null_scores=null)
+    s60 = found.frame["score60"].to_numpy()
+    finite = s60[np.isfinite(s60)]
+    quantiles = [0.05, 0.25, 0.5, 0.75, 0.95]
+    metrics = {
+        "eval_cross_entropy": ce,
+        "eval_target_entropy": entropy,
+        "decoding_error_mean": float(err.mean()),
+        "decoding_error_median": float(err.median()),
+        "decoding_error_last_step": float(err[:, -1].mean()),
+        "start_guess_error_mean": float(start_err.mean()),
+        "n_units": int(hidden.shape[-1]),
+        "n_silent_units": int(found.frame["score60"].isna().sum()),
+        "score60_quantiles": dict(
+            zip([str(q) for q in quantiles], [float(v) for v in _quantiles(finite, quantiles)])
+        ),
+        "score60_max": float(finite.max()) if len(finite) else float("nan"),
+        "null_score60_p95": found.summary["null_p95"],
+        "n_score_above_0.3": found.summary["n_score_pass"],
+        "n_above_null_p95": int((finite > found.summary["null_p95"]).sum()),
+        "n_grid_cells": found.summary["n_grid"],
+        "n_modules": found.summary["n_modules"],
+        "module_spacings": found.summary["spacings"],
+        "module_orientations": found.summary["orientations"],
+        "module_sizes": found.summary["module_sizes"],
+        "eval_trajectories": n_trajectories,
+        "eval_seed": seed,
+        "bins": bins,
+    }
+    return {"metrics": metrics, "modules": found, "rollout": out}
+
+
+def _quantiles(values: Any, qs: list[float]) -> list[float]:
+    import numpy as np
+
+    if len(values) == 0:
+        return [float("nan")] * len(qs)
+    return [float(v) for v in np.quantile(values, qs)]
+
+
+def _card(recipe: GridRNNRecipe, seed: int, m: dict[str, Any]) -> str:
+    t, u = m["trained"], m["untrained"]
+    q = ["0.05", "0.25", "0.5", "0.75", "0.95"]
+
+    def qrow(name: str, e: dict[str, Any]) -> str:
+        vals = " | ".join(f"{e['score60_quantiles'][k]:.3f}" for k in q)
+        return (
+            f"| {name} | {vals} | {e['score60_max']:.3f} | {e['n_score_above_0.3']} | "
+            f"{e['n_above_null_p95']} | {e['n_grid_cells']} | {e['n_modules']} |"
+        )
+
+    curve = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in m["loss_curve"])
+    emerged = m["verdict"]
+    r = recipe
+    return f"""# grid-rnn
+
+A path-integrating recurrent network in the style of Sorscher et al. (seeds/abstracts.md §9),
+trained here on the CPU, shipped so that `pk.grid` and the `grid_modules` study have a real
+navigation network to analyse. **Verdict: {emerged}**
+
+## Task (`probekit.tasks.navigation`)
+
+Random walks in a {r.box[0]} x {r.box[1]} box (m) centred on the origin: Rayleigh speeds (scale
+{navigation.DEFAULT_SPEED_SCALE:.3f} m/s), Gaussian turning (sd {navigation.DEFAULT_TURN_SD} rad/s),
+dt {navigation.DEFAULT_DT} s, wall avoidance within {navigation.DEFAULT_BORDER} m; {r.seq_len} steps per
+trajectory. Input: velocity `[vx, vy]` (m/s). Target: the difference-of-Gaussians place code of
+the position after each step over {r.n_place} place cells (centres uniform, seed {r.place_seed}; width
+{r.place_sigma} m, surround x{r.place_surround}; shifted non-negative and normalised).
+
+## Model
+
+`HookedRNN` kind `rnn`, ReLU, {r.hidden} hidden units, no bias, linear readout to the
+{r.n_place} place cells. Initial state `h0 = encoder @ ({r.n_place} * place_code(start))`; the
+`encoder [{r.hidden}, {r.n_place}]` and `place_centers [{r.n_place}, 2]` are extra tensors in
+`model.safetensors`; `probekit.train.navigation.initial_state(model, start)` rebuilds `h0`, and
+`probekit.train.navigation.rollout(model, n, seed)` runs the model on fresh trajectories.
+{m["n_parameters"]:,} parameters.
+
+## Training
+
+Softmax cross-entropy against the place code + {r.weight_decay} * sum(W_hh^2); Adam, lr {r.lr}
+decaying exponentially to {r.lr * r.lr_final_factor:g}; {m["steps"]} steps of {r.batch_size} fresh
+trajectories; seed {seed}. Wall time {m["train_seconds"]:.0f} s on {m["machine"]} (a 2-core
+machine shared with other jobs). Deterministic: the same seed, machine and thread count give the
+same weights. This is a small CPU budget next to Sorscher et al. (4096 units, ~10^5 steps).
+
+| up to step | training cross-entropy |
+|---|---|
+{curve}
+
+## Results (fresh trajectories: {t["eval_trajectories"]} x {r.seq_len} steps, seed {t["eval_seed"]})
+
+| | trained | untrained (same init) |
+|---|---|---|
+| cross-entropy (nats) | {t["eval_cross_entropy"]:.4f} | {u["eval_cross_entropy"]:.4f} |
+| floor: entropy of the targets | {t["eval_target_entropy"]:.4f} | |
+| position-decoding error, mean (m) | {t["decoding_error_mean"]:.3f} | {u["decoding_error_mean"]:.3f} |
+| ... median / at the last step (m) | {t["decoding_error_median"]:.3f} / {t["decoding_error_last_step"]:.3f} | {u["decoding_error_median"]:.3f} / {u["decoding_error_last_step"]:.3f} |
+| error of guessing the start position (m) | {t["start_guess_error_mean"]:.3f} | |
+| silent hidden units (constant rate map) | {t["n_silent_units"]} | {u["n_silent_units"]} |
+
+Decoding: the mean centre of the 3 most active predicted place cells.
+
+Grid scores of the {r.hidden} hidden units (rate maps {t["bins"]} x {t["bins"]} bins over the box;
+`pk.grid.score`, Banino score60; null: each unit's activity circularly shifted in time, 2
+shifts per unit):
+
+| network | q05 | q25 | median | q75 | q95 | max | score60 > 0.3 | > null p95 | grid cells (score + regular ring) | modules |
+|---|---|---|---|---|---|---|---|---|---|---|
+{qrow("trained", t)}
+{qrow("untrained", u)}
+
+Null (trained network's shifted activity): 95th percentile score60 = {t["null_score60_p95"]:.3f}.
+Modules found (trained): {t["n_modules"]}; spacings (m) {[round(x, 3) for x in t["module_spacings"]]},
+orientations (deg) {[round(x, 1) for x in t["module_orientations"]]}, sizes {t["module_sizes"]}.
+
+## Rebuild
+
+```
+probekit train grid-rnn
+```
+
+or `probekit.train.RECIPES["grid-rnn"](out_dir)`. Files: `config.json`, `model.safetensors`
+(sha256 `{m["model_sha256"]}`), `metrics.json` (everything above), `card.md`.
+"""
+
+
+def _verdict(t: dict[str, Any], u: dict[str, Any]) -> str:
+    if t["n_modules"] >= 2:
+        return (
+            f"grid cells emerged ({t['n_grid_cells']} units) in {t['n_modules']} modules of "
+            "different spacing."
+        )
+    if t["n_grid_cells"] > max(u["n_grid_cells"], 0) and t["n_grid_cells"] >= 3:
+        return (
+            f"{t['n_grid_cells']} grid cells (score60 > 0.3 and a regular six-peak ring) emerged "
+            f"({u['n_grid_cells']} in the untrained network), "
+            + ("in one module." if t["n_modules"] == 1 else "but they form no module.")
+        )
+    return (
+        f"no grid cells emerged in this CPU-budget run: {t['n_grid_cells']} units pass the score "
+        f"threshold with a regular six-peak ring ({u['n_grid_cells']} untrained), "
+        f"{t['n_score_above_0.3']} pass score60 > 0.3 alone ({u['n_score_above_0.3']} "
+        "untrained), and no modules were found."
+    )
+
+
+def finish_grid_rnn(
+    out_dir: str | os.PathLike,
+    trained: dict[str, Any],
+    recipe: GridRNNRecipe,
+    seed: int,
+    steps: int,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a trained network (and its untrained twin) and write the checkpoint atomically."""
+    from probekit.train.recipes import _machine, atomic_directory, sha256_file
+
+    model = attach_task_tensors(trained["model"], trained["encoder"], trained["centers"], recipe)
+    untrained, encoder0 = grid_rnn_model(recipe, seed)
+    untrained = attach_task_tensors(untrained, encoder0, trained["centers"], recipe)
+    kw = {
+        "n_trajectories": recipe.eval_trajectories,
+        "seed": recipe.eval_seed,
+        "bins": recipe.bins,
+        "shuffle_seed": recipe.shuffle_seed,
+    }
+    if progress:
+        print("evaluating", flush=True)
+    ev_t = evaluate_grid_rnn(model, **kw)["metrics"]
+    ev_u = evaluate_grid_rnn(untrained, **kw)["metrics"]
+    losses = trained["losses"]
+    n = len(losses)
+    bounds = [round(i * n / 10) for i in range(11)]
+    curve = [
+        [hi, sum(losses[lo:hi]) / (hi - lo)] for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo
+    ]
+    metrics: dict[str, Any] = {
+        "recipe": "grid-rnn",
+        "seed": seed,
+        "steps": steps,
+        "settings": _jsonable_recipe(recipe) | {"steps": steps},
+        "train_seconds": round(trained["seconds"], 1),
+        "machine": _machine(),
+        "n_parameters": sum(p.numel() for p in model.parameters()) + trained["encoder"].numel(),
+        "final_train_cross_entropy": sum(losses[-100:]) / len(losses[-100:]),
+        "loss_curve": curve,
+        "trained": ev_t,
+        "untrained": ev_u,
+    }
+    metrics["verdict"] = _verdict(ev_t, ev_u)
+    with atomic_directory(out_dir) as tmp:
+        model.save(tmp)
+        metrics["model_sha256"] = sha256_file(tmp / "model.safetensors")
+        _save_json(tmp / "metrics.json", metrics)
+        (tmp / "card.md").write_text(_card(recipe, seed, metrics))
+    return metrics
+
+
+def build_grid_rnn(
+    out_dir: str | os.PathLike,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    recipe: GridRNNRecipe | None = None,
+) -> dict[str, Any]:
+    """Train the ``grid-rnn`` checkpoint, evaluate it and write it to ``out_dir`` atomically.
+
+    ``steps`` overrides the recipe's step count (for quick tests). Returns the metrics written to
+    ``metrics.json``.
+    """
+    recipe = recipe or GridRNNRecipe()
+    steps = recipe.steps if steps is None else steps
+    trained = train_grid_rnn(recipe, seed=seed, steps=steps, progress=progress)
+    return finish_grid_rnn(out_dir, trained, recipe, seed, steps, progress=progress)
+
+
 def _save_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n")
 
@@ -191,9 +466,10 @@ def _jsonable_recipe(recipe: GridRNNRecipe) -> dict[str, Any]:
 __all__ = [
     "GridRNNRecipe",
     "attach_task_tensors",
+    "build_grid_rnn",
+    "evaluate_grid_rnn",
     "grid_rnn_model",
     "initial_state",
+    "rollout",
     "train_grid_rnn",
 ]
-
-_ = os  # build_grid_rnn (below, with the evaluation) writes through atomic_directory
