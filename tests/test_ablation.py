@@ -283,3 +283,28 @@ def test_bad_arguments_name_the_argument(bridge, tokens):
         pk.ablation.sweep(bridge, tokens, method="mean", reference=tokens[:, :4])
     with pytest.raises(ValueError, match="prompt_len"):
         pk.ablation.sweep(bridge, tokens, prompt_len=SEQ)
+
+
+def test_cli_ablate_writes_report_and_table(bridge, tokens, tmp_path, capsys):
+    from probekit.cli import main
+
+    model_dir = tmp_path / "model"
+    _gpt2().save_pretrained(model_dir)  # the same weights as the fixture (seed 0)
+    data = tmp_path / "tokens.pt"
+    torch.save(tokens, data)
+    out = tmp_path / "abl.html"
+    code = main(
+        ["ablate", str(model_dir), "--data", str(data), "--level", "layer", "--metric", "loss"]
+        + ["--out", str(out), "--quiet"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "clean loss" in printed and "most damaging: layer" in printed
+    import pandas as pd
+
+    table = pd.read_csv(out.with_suffix(".csv"))
+    expected = pk.ablation.sweep(bridge, tokens, "loss", level="layer").frame
+    assert list(table["layer"]) == [0, 1]
+    assert table["score"].tolist() == pytest.approx(expected["score"].tolist(), abs=1e-5)
+    assert out.read_text().count("<html") == 1
+    assert main(["ablate", str(model_dir), "--data", str(data), "--component", "mlp"]) == 2

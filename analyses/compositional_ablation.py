@@ -1,0 +1,271 @@
+"""Which attention layers does composing functions depend on, and what does each layer encode?
+
+The study of seeds/abstracts.md §8 (compositional capabilities of autoregressive transformers)
+on the shipped ``checkpoints/compfn`` (a 6-layer GPT-2 trained on the step-by-step format of
+``probekit.tasks.compositional``). The source reports that ablating attention layers in the
+latter half of the model hurts compositional accuracy far more than ablating early ones. Here,
+built only from the public API:
+
+1. exact match (every generated token right, greedy decoding) on held-out in-order and
+   out-of-order compositions, clean and with each attention layer (and, for contrast, each MLP
+   layer) zero- and mean-ablated at every position and decoding step;
+2. the same for every attention head (layer x head heatmap);
+3. per-layer linear probes (``pk.probes.linear``) of the residual stream after attention and
+   after the MLP, at the positions that write an output, for the token being written next and
+   the task token (function) of the step being written.
+
+Exact match under greedy decoding equals "every teacher-forced argmax is right" for any fixed
+model, ablated or not (if each prediction given the true prefix is right, greedy decoding
+reproduces the true continuation, and conversely), so the sweeps score that in one forward pass;
+the layer sweep is also run in ``pk.ablation``'s generation mode as a check that both agree.
+
+Run alone: ``python analyses/compositional_ablation.py --out report/``; ``probekit demo`` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+import probekit as pk
+from probekit.tasks.compositional import CompositionTask
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = ROOT / "checkpoints" / "compfn"
+
+
+@dataclass
+class CompositionSummary:
+    frame: pd.DataFrame
+    summary: dict[str, Any]
+    figs: list[go.Figure] = field(default_factory=list)
+    title: str = "Compositional accuracy under attention-layer ablations (compfn)"
+    description: str = ""
+
+    def figures(self) -> list[go.Figure]:
+        return self.figs
+
+
+def exact_match_metric(prompt_len: int):
+    """metric(logits, tokens) -> [batch]: 1 where every output token's argmax is right."""
+
+    def exact_match(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        pred = logits[:, prompt_len - 1 : -1].argmax(-1)
+        return (pred == tokens[:, prompt_len:]).all(1).float()
+
+    return exact_match
+
+
+def _load_task() -> tuple[CompositionTask, dict[str, torch.Tensor], dict[str, Any]]:
+    record = json.loads((CHECKPOINT / "split.json").read_text())
+    metrics = json.loads((CHECKPOINT / "metrics.json").read_text())
+    task = CompositionTask(**record["task"])
+    splits = {k: torch.tensor(record[k], dtype=torch.long) for k in ("train", "heldout")}
+    splits["out_of_order"] = torch.tensor(record["out_of_order"], dtype=torch.long)
+    return task, splits, metrics
+
+
+def analyse(quick: bool = False) -> list[Any]:
+    model = pk.load(CHECKPOINT)
+    task, splits, metrics = _load_task()
+    n = 64 if quick else 400
+    g = torch.Generator().manual_seed(11)  # fresh inputs, not the card's evaluation draw
+    sets = {}
+    for name in ("heldout", "out_of_order", "train"):
+        comps = splits[name][torch.randperm(len(splits[name]), generator=g)[:n]]
+        sets[name] = task.sequences(comps, task.random_inputs(len(comps), g))
+    metric = exact_match_metric(task.prompt_len)
+    held = sets["heldout"]
+    n_layers = model.cfg.n_layers
+    half = n_layers // 2
+
+    # 1. layer sweeps on held-out in-order compositions
+    layer_results = {}
+    for component, method in [("attn", "zero"), ("attn", "mean"), ("mlp", "zero")] + (
+        [] if quick else [("mlp", "mean")]
+    ):
+        r = pk.ablation.sweep(
+            model, held, metric, level="layer", component=component, method=method
+        )
+        r.title = f"{method}-ablating each {component} layer (held-out compositions)"
+        layer_results[(component, method)] = r
+    check = held[: 16 if quick else 128]
+    generated = pk.ablation.sweep(
+        model, check, "accuracy", level="layer", prompt_len=task.prompt_len
+    )
+    forced = pk.ablation.sweep(model, check, metric, level="layer")
+    generation_agrees = bool((generated.scores == forced.scores).all())  # per input and variant
+
+    clean_rows = []
+    for name, tokens in sets.items():
+        with torch.no_grad():
+            score = float(metric(model(tokens), tokens).mean())
+        clean_rows.append({"compositions": name, "n": len(tokens), "clean_exact_match": score})
+    ooo = pk.ablation.sweep(model, sets["out_of_order"], metric, level="layer", method="zero")
+
+    rows = []
+    for (component, method), r in layer_results.items():
+        for row in r.frame.itertuples():
+            rows.append(
+                {
+                    "compositions": "heldout",
+                    "component": component,
+                    "method": method,
+                    "layer": row.layer,
+                    "half": "early" if row.layer < half else "latter",
+                    "exact_match": row.score,
+                    "drop": -row.delta,
+                }
+            )
+    for row in ooo.frame.itertuples():
+        rows.append(
+            {
+                "compositions": "out_of_order",
+                "component": "attn",
+                "method": "zero",
+                "layer": row.layer,
+                "half": "early" if row.layer < half else "latter",
+                "exact_match": row.score,
+                "drop": -row.delta,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    attn_zero = frame.query("compositions == 'heldout' and component == 'attn'")
+    halves = attn_zero.groupby(["method", "half"])["drop"].mean().unstack()
+
+    # 2. every head
+    heads = pk.ablation.sweep(model, held, metric, level="head", method="mean")
+    heads.title = "mean-ablating each attention head (held-out compositions)"
+
+    # 3. probes of the residual stream after attention and after the MLP
+    names = [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
+    if not quick:
+        names += [f"blocks.{i}.hook_resid_mid" for i in range(n_layers)]
+    names = sorted(names, key=lambda s: (int(s.split(".")[1]), "post" in s))
+    names = ["blocks.0.hook_resid_pre"] + names
+    probe_tokens = sets["heldout"][: 100 if quick else 400]
+    store = pk.cache(model, probe_tokens, names, dtype=torch.float32, progress=False)
+    labels = task.labels(probe_tokens)
+    writing = labels["step"] >= 0
+    written = torch.where(writing & (labels["next"] < task.alphabet), labels["next"], -1)
+    task_token = torch.where(writing, labels["task"], -1)
+    probes = pk.probes.linear(
+        store,
+        {"next output token": written, "task token of this step": task_token},
+        max_train=800 if quick else 4000,
+        max_iter=100 if quick else 300,
+        seed=0,
+    )
+    probes.title = "Linear probes per layer (residual stream after attention / after MLP)"
+
+    clean = {r["compositions"]: r["clean_exact_match"] for r in clean_rows}
+    drop_zero = halves.loc["zero"]
+    drop_mean = halves.loc["mean"]
+    latter_more = bool(drop_zero["latter"] > drop_zero["early"])
+    worst_attn = attn_zero.query("method == 'zero'").sort_values("drop").iloc[-1]
+    best_task = probes.summary["best"]["task token of this step"]
+    best_next = probes.summary["best"]["next output token"]
+    summary = {
+        "checkpoint": "checkpoints/compfn",
+        "format": metrics.get("format"),
+        "clean_exact_match_heldout": clean["heldout"],
+        "clean_exact_match_out_of_order": clean["out_of_order"],
+        "clean_exact_match_train": clean["train"],
+        "card_heldout_exact_match": metrics.get("heldout_exact_match"),
+        "mean_drop_zero_attn_early": float(drop_zero["early"]),
+        "mean_drop_zero_attn_latter": float(drop_zero["latter"]),
+        "mean_drop_mean_attn_early": float(drop_mean["early"]),
+        "mean_drop_mean_attn_latter": float(drop_mean["latter"]),
+        "latter_half_more_critical": latter_more,
+        "most_critical_attn_layer": int(worst_attn["layer"]),
+        "generation_mode_agrees_with_teacher_forced": generation_agrees,
+        "most_critical_head": heads.summary["most_damaging"],
+        "task_token_best_probe": best_task,
+        "next_token_best_probe": best_next,
+        "n_per_split": n,
+    }
+    verdict = (
+        "reproduces the source's pattern: ablating attention in the latter half hurts more"
+        if latter_more
+        else "does NOT reproduce the source's pattern: ablating attention in the early half "
+        "hurts as much or more than in the latter half"
+    )
+    description = (
+        f"compfn ({n_layers} layers, {metrics.get('format')} format) writes every output token "
+        f"right on {clean['heldout']:.1%} of {len(held)} held-out in-order compositions, "
+        f"{clean['out_of_order']:.1%} of out-of-order ones and {clean['train']:.1%} of training "
+        f"compositions (fresh random inputs). Zero-ablating one attention layer drops held-out "
+        f"exact match by {drop_zero['early']:.3f} on average in layers 0-{half - 1} and by "
+        f"{drop_zero['latter']:.3f} in layers {half}-{n_layers - 1} (mean-ablation: "
+        f"{drop_mean['early']:.3f} vs {drop_mean['latter']:.3f}); the most critical single "
+        f"attention layer is {int(worst_attn['layer'])}. This model {verdict}. A linear probe "
+        f"reads the task token of the step being written best at {best_task['hook']} "
+        f"(held-out accuracy {best_task['test_accuracy']:.3f}) and the token about to be "
+        f"written best at {best_next['hook']} ({best_next['test_accuracy']:.3f}). Greedy "
+        f"generation with the ablations active gave "
+        f"{'the same' if generation_agrees else 'DIFFERENT'} exact-match scores as the "
+        "teacher-forced check. The direct-format twin was not trained (CPU budget), so "
+        "step-by-step vs direct is not compared here. These are this run's numbers, not tuned "
+        "to any expectation."
+    )
+    fig = go.Figure(layout={"height": 420, "barmode": "group"})
+    for (component, method), r in layer_results.items():
+        fig.add_trace(
+            go.Bar(x=r.frame["layer"], y=-r.frame["delta"], name=f"{component}, {method}")
+        )
+    fig.update_layout(
+        title="drop in held-out exact match when one layer is ablated",
+        xaxis_title="layer",
+        yaxis_title="drop in exact match",
+    )
+    figs = [fig]
+    result = CompositionSummary(
+        frame=pd.DataFrame(clean_rows).merge(
+            pd.DataFrame(
+                [
+                    {"compositions": "heldout", "note": "in-order, never trained on"},
+                    {"compositions": "out_of_order", "note": "slots in another order"},
+                    {"compositions": "train", "note": "trained compositions, new inputs"},
+                ]
+            )
+        ),
+        summary=summary,
+        figs=figs,
+        description=description,
+    )
+    layer_table = CompositionSummary(
+        frame=frame,
+        summary={"early_layers": f"0-{half - 1}", "latter_layers": f"{half}-{n_layers - 1}"},
+        title="Exact match with each layer ablated (table)",
+        description="One row per (compositions, component, method, layer); drop = clean - "
+        "ablated exact match.",
+    )
+    return [result, layer_table, heads, probes]
+
+
+def run(out: Path, quick: bool = False) -> dict[str, str]:
+    out = Path(out)
+    results = analyse(quick=quick)
+    page = pk.report.write(results, out / "compositional_ablation.html", title=results[0].title)
+    s = results[0].summary
+    headline = (
+        f"held-out exact match {s['clean_exact_match_heldout']:.3f}; zero-ablating attention "
+        f"drops it by {s['mean_drop_zero_attn_early']:.3f} (early half) vs "
+        f"{s['mean_drop_zero_attn_latter']:.3f} (latter half)"
+    )
+    return {"title": results[0].title, "path": page.name, "description": headline}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="report")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(run(Path(args.out), quick=args.quick))
