@@ -8,7 +8,9 @@ data for that question, in the form used by Sorscher et al. (2019/2023) and Bani
   ``[-width/2, width/2] x [-height/2, height/2]``. Speeds are Rayleigh distributed, the heading
   turns by a Gaussian random angular velocity, and near a wall (closer than ``border``) an agent
   heading into it turns away until it runs parallel to the wall and slows to a quarter of its
-  speed. The network's input at step ``t`` is the velocity ``velocity[:, t] = [vx, vy]`` (box
+  speed. The walls are soft, as in Sorscher et al.'s generator: a fast step begun just outside
+  the border region can overshoot a wall by up to one step (a few cm; rate maps ignore samples
+  outside their extent). The network's input at step ``t`` is the velocity ``velocity[:, t] = [vx, vy]`` (box
   units per second) and its target is the position *after* that step,
   ``positions[:, t] = start + dt * cumsum(velocity)[:, t]``.
 - :func:`place_cell_centers` and :func:`place_code`: ``n`` place cells at uniform random centres;
