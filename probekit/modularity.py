@@ -54,9 +54,11 @@ __all__ = [
     "TaskVariance",
     "anatomical",
     "cluster",
+    "kmeans",
     "lesion",
     "locality",
     "newman_modularity",
+    "silhouette",
     "task_variance",
     "trial_variance",
     "within_fraction",
@@ -126,6 +128,70 @@ def locality(positions: Tensor, labels: Tensor) -> Tensor:
     sizes = c.sum(-2)
     pairs = (sizes * (sizes - 1)).sum(-1)
     return total / pairs
+
+
+def kmeans(
+    x: Tensor, k: int, n_init: int = 20, seed: int = 0, max_iter: int = 300
+) -> tuple[Tensor, float]:
+    """k-means (k-means++ initialisation, Lloyd iterations), all ``n_init`` restarts batched.
+
+    Args:
+        x: ``[n, d]`` points.
+        k: number of clusters (``1 <= k <= n``).
+        n_init: restarts; the one with the lowest inertia is returned.
+        seed: seed of the initialisations.
+
+    Returns:
+        ``(labels [n], inertia)``, inertia the sum of squared distances to the centres.
+    """
+    x = x.double()
+    n = x.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    first = torch.randint(n, (n_init,), generator=gen)
+    centres = x[first][:, None, :]  # [R, 1, d]
+    closest = ((x[None] - centres) ** 2).sum(-1)  # [R, n] squared distance to nearest centre
+    for _ in range(1, k):
+        weights = closest.clamp_min(0) + 1e-300
+        pick = torch.multinomial(weights, 1, generator=gen)[:, 0]  # [R]
+        new = x[pick][:, None, :]
+        centres = torch.cat([centres, new], dim=1)
+        closest = torch.minimum(closest, ((x[None] - new) ** 2).sum(-1))
+    assign = None
+    for _ in range(max_iter):
+        d2 = torch.cdist(x[None].expand(n_init, -1, -1), centres) ** 2  # [R, n, k]
+        new_assign = d2.argmin(-1)
+        if assign is not None and torch.equal(new_assign, assign):
+            break
+        assign = new_assign
+        onehot = torch.nn.functional.one_hot(assign, k).double()  # [R, n, k]
+        counts = onehot.sum(1)  # [R, k]
+        sums = onehot.transpose(1, 2) @ x  # [R, k, d]
+        filled = counts > 0
+        centres = torch.where(filled[..., None], sums / counts.clamp_min(1)[..., None], centres)
+    d2 = torch.cdist(x[None].expand(n_init, -1, -1), centres) ** 2
+    assign = d2.argmin(-1)
+    inertia = d2.min(-1).values.sum(-1)  # [R]
+    best = int(inertia.argmin())
+    return assign[best], float(inertia[best])
+
+
+def silhouette(x: Tensor, labels: Tensor) -> float:
+    """Mean silhouette ``(b_i - a_i) / max(a_i, b_i)`` with Euclidean distances (Rousseeuw 1987;
+    as ``sklearn.metrics.silhouette_score``): ``a_i`` the mean distance to the other members of
+    ``i``'s cluster, ``b_i`` the lowest mean distance to another cluster; 0 for singletons."""
+    x = x.double()
+    d = torch.cdist(x, x)
+    onehot = _one_hot(labels.long(), int(labels.max()) + 1)  # [n, k]
+    counts = onehot.sum(0)
+    sums = d @ onehot  # [n, k]
+    own = onehot.bool()
+    size = counts[labels]
+    a = sums[own] / (size - 1).clamp_min(1)
+    mean_other = (sums / counts.clamp_min(1)).masked_fill(own | (counts == 0), float("inf"))
+    b = mean_other.min(1).values
+    s = (b - a) / torch.maximum(a, b)
+    s = torch.where(size > 1, s, torch.zeros_like(s))
+    return float(torch.nan_to_num(s, nan=0.0).mean())
 
 
 # ----------------------------------------------------------------------------- plotting helpers
@@ -327,11 +393,14 @@ class ClusterResult:
             n = len(x)
             if method == "tsne":
                 from sklearn.manifold import TSNE
+                from threadpoolctl import threadpool_limits
 
                 perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-                self._maps[method] = TSNE(
-                    2, perplexity=perplexity, init="pca", random_state=self.seed
-                ).fit_transform(x)
+                # one thread: on a shared small CPU OpenMP's spinning threads cost 10x
+                with threadpool_limits(1):
+                    self._maps[method] = TSNE(
+                        2, perplexity=perplexity, init="pca", random_state=self.seed
+                    ).fit_transform(x)
             elif method == "umap":
                 import umap
 
@@ -403,9 +472,6 @@ def cluster(
     Returns:
         :class:`ClusterResult` with ``labels [units]`` (-1 for inactive units).
     """
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-
     if isinstance(task_variance, TaskVariance):
         tasks = task_variance.tasks if tasks is None else tasks
         values = task_variance.values
@@ -436,12 +502,15 @@ def cluster(
         )
     silhouettes: dict[int, float] = {}
     fits: dict[int, np.ndarray] = {}
+    xt = torch.as_tensor(x)
     for k in ks:
-        fit = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
-        if len(np.unique(fit.labels_)) < 2:
+        fit, _ = kmeans(xt, k, n_init=n_init, seed=seed)
+        if len(torch.unique(fit)) < 2:
             continue
-        silhouettes[k] = float(silhouette_score(x, fit.labels_))
-        fits[k] = fit.labels_
+        # relabel to 0..m-1 in case a restart left a cluster empty
+        _, fit = torch.unique(fit, return_inverse=True)
+        silhouettes[k] = silhouette(xt, fit)
+        fits[k] = fit.numpy()
     if not silhouettes:
         raise ValueError("no k in k_range gave two or more distinct clusters")
     best = max(silhouettes, key=lambda k: (silhouettes[k], -k))

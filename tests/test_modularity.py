@@ -40,6 +40,22 @@ def test_planted_blocks_are_clustered_back():
     assert result.silhouette == max(result.silhouettes.values())
 
 
+def test_kmeans_and_silhouette_match_scikit_learn():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(c, 0.4, (30, 5)) for c in range(4)])
+    labels, inertia = mod.kmeans(torch.as_tensor(x), 4, n_init=10, seed=0)
+    ref = KMeans(4, n_init=10, random_state=0).fit(x)
+    assert inertia == pytest.approx(ref.inertia_, rel=1e-9)
+    assert adjusted_rand_score(ref.labels_, labels.numpy()) == 1.0
+    for k in (2, 3, 6):
+        lab, _ = mod.kmeans(torch.as_tensor(x), k, n_init=3, seed=1)
+        expected = silhouette_score(x, lab.numpy())
+        assert mod.silhouette(torch.as_tensor(x), lab) == pytest.approx(expected, abs=1e-8)
+
+
 def test_sum_normalisation_and_input_checks():
     tv, truth = _planted_population(seed=1)
     result = mod.cluster(
