@@ -460,19 +460,13 @@ def _bin_size(extent: Extent | None, ny: int, nx: int) -> tuple[float, float]:
     return (y1 - y0) / ny, (x1 - x0) / nx
 
 
-def _refine(sac: np.ndarray, y: int, x: int) -> tuple[float, float]:
-    """Sub-bin peak position by a parabola through the peak and its neighbours, per axis."""
-
-    def vertex(lo: float, mid: float, hi: float) -> float:
-        den = lo - 2 * mid + hi
-        if not np.isfinite(den) or den >= 0:
-            return 0.0
-        return float(np.clip(0.5 * (lo - hi) / den, -0.5, 0.5))
-
-    h, w = sac.shape
-    dy = vertex(sac[y - 1, x], sac[y, x], sac[y + 1, x]) if 0 < y < h - 1 else 0.0
-    dx = vertex(sac[y, x - 1], sac[y, x], sac[y, x + 1]) if 0 < x < w - 1 else 0.0
-    return y + dy, x + dx
+def _parabola_offset(lo: np.ndarray, mid: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Vertex offset (in [-0.5, 0.5]) of the parabola through three equally spaced values."""
+    den = lo - 2 * mid + hi
+    ok = np.isfinite(den) & (den < 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        off = np.where(ok, 0.5 * (lo - hi) / np.where(ok, den, -1.0), 0.0)
+    return np.clip(off, -0.5, 0.5)
 
 
 def spacing_orientation(sacs: Any, extent: Extent | None = None, n_peaks: int = 6) -> pd.DataFrame:
@@ -484,7 +478,7 @@ def spacing_orientation(sacs: Any, extent: Extent | None = None, n_peaks: int = 
     ``extent`` is None), ``orientation`` the circular mean of their angles mod 60 degrees, in
     ``[0, 60)``, angles measured from the +x axis towards +y; ``spacing_sd`` and
     ``orientation_sd`` (circular, degrees) say how regular the ring is. NaN when fewer than 3
-    peaks are found.
+    peaks are found. All units at once.
 
     Args:
         sacs: ``[units, 2 ny - 1, 2 nx - 1]`` from :func:`autocorrelogram`.
@@ -496,28 +490,44 @@ def spacing_orientation(sacs: Any, extent: Extent | None = None, n_peaks: int = 
     u, h, w = s.shape
     by, bx = _bin_size(extent, (h + 1) // 2, (w + 1) // 2)
     cy, cx = (h - 1) // 2, (w - 1) // 2
-    peak = (ndimage.maximum_filter(s, size=(1, 5, 5), mode="constant", cval=-np.inf) == s) & (s > 0)
+    local_max = ndimage.maximum_filter(s, size=(1, 5, 5), mode="constant", cval=-np.inf)
+    peak = (local_max == s) & (s > 0)
     peak[:, cy, cx] = False
-    rows = []
-    for unit in range(u):
-        ys, xs = np.nonzero(peak[unit])
-        if len(ys) < 3:
-            rows.append((unit, np.nan, np.nan, np.nan, np.nan, len(ys)))
-            continue
-        refined = np.array([_refine(s[unit], y, x) for y, x in zip(ys, xs)])
-        dy = (refined[:, 0] - cy) * by
-        dx = (refined[:, 1] - cx) * bx
-        dist = np.hypot(dy, dx)
-        order = np.argsort(dist, kind="stable")[:n_peaks]
-        d, ang = dist[order], np.arctan2(dy[order], dx[order])
-        z = np.exp(6j * ang).mean()
-        orient = math.degrees(np.angle(z)) / 6 % 60.0
-        circ_sd = math.degrees(math.sqrt(max(-2 * math.log(max(abs(z), 1e-12)), 0.0))) / 6
-        rows.append((unit, float(d.mean()), float(d.std()), orient, circ_sd, len(order)))
-    return pd.DataFrame(
-        rows,
-        columns=["unit", "spacing", "spacing_sd", "orientation", "orientation_sd", "n_peaks"],
+    unit, py, px = np.nonzero(peak)  # sorted by unit
+    padded = np.pad(s, ((0, 0), (1, 1), (1, 1)), constant_values=np.nan)
+    mid = s[unit, py, px]
+    fy = py + _parabola_offset(padded[unit, py, px + 1], mid, padded[unit, py + 2, px + 1])
+    fx = px + _parabola_offset(padded[unit, py + 1, px], mid, padded[unit, py + 1, px + 2])
+    dy, dx = (fy - cy) * by, (fx - cx) * bx
+    dist = np.hypot(dy, dx)
+    order = np.lexsort((dist, unit))  # by unit, then distance
+    unit, dist, ang = unit[order], dist[order], np.arctan2(dy, dx)[order]
+    first = np.searchsorted(unit, unit, side="left")
+    keep = (np.arange(len(unit)) - first) < n_peaks  # the n_peaks nearest of each unit
+    unit, dist, ang = unit[keep], dist[keep], ang[keep]
+    count = np.bincount(unit, minlength=u).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_d = np.bincount(unit, dist, minlength=u) / count
+        sd_d = np.sqrt(np.maximum(np.bincount(unit, dist**2, minlength=u) / count - mean_d**2, 0))
+        z = (
+            np.bincount(unit, np.cos(6 * ang), minlength=u)
+            + 1j * np.bincount(unit, np.sin(6 * ang), minlength=u)
+        ) / count
+    orient = np.degrees(np.angle(z)) / 6 % 60.0
+    circ_sd = np.degrees(np.sqrt(np.maximum(-2 * np.log(np.maximum(np.abs(z), 1e-12)), 0))) / 6
+    few = count < 3
+    out = pd.DataFrame(
+        {
+            "unit": np.arange(u),
+            "spacing": mean_d,
+            "spacing_sd": sd_d,
+            "orientation": orient,
+            "orientation_sd": circ_sd,
+            "n_peaks": np.bincount(unit, minlength=u),
+        }
     )
+    out.loc[few, ["spacing", "spacing_sd", "orientation", "orientation_sd"]] = np.nan
+    return out
 
 
 # ----------------------------------------------------------------------------- modules
