@@ -243,3 +243,23 @@ def test_lesion_silences_only_targeted_units_inside_the_recurrence():
 def test_public_api_is_reachable_from_pk():
     assert pk.modularity.cluster is mod.cluster
     assert callable(pk.modularity.task_variance) and callable(pk.modularity.lesion)
+
+
+def test_cli_modularity_writes_a_report_and_rejects_bad_arguments(tmp_path, capsys):
+    from probekit.cli import main
+
+    model = _cog_model(h=12).float()
+    model.add_extra_tensor(
+        "positions", torch.rand(12, 2, generator=torch.Generator().manual_seed(0))
+    )
+    model.save(tmp_path / "rnn")
+    out = tmp_path / "mod.html"
+    argv = ["modularity", str(tmp_path / "rnn"), "--out", str(out), "--tasks", "go", "dm1", "dms"]
+    code = main([*argv, "--n-trials", "4", "--k-max", "4", "--n-null", "5"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Q=" in printed and "locality=" in printed
+    assert out.is_file() and out.with_suffix(".labels.csv").is_file()
+    assert main([*argv, "--n-trials", "1"]) == 2
+    assert main(["modularity", str(tmp_path / "rnn"), "--tasks", "nope"]) == 2
+    assert "unknown task" in capsys.readouterr().err
