@@ -56,8 +56,11 @@ def _ring(inputs: torch.Tensor, modality: int) -> torch.Tensor:
     return inputs[..., first : first + cog.N_RING]
 
 
-def _stimulus_direction(inputs_t: torch.Tensor, modality: int) -> torch.Tensor:
-    return cog.decode_direction(_ring(inputs_t, modality).double())
+def _stimulus_direction(inputs_t: torch.Tensor, modality: torch.Tensor) -> torch.Tensor:
+    """Population-vector direction of each trial's stimulus in its own modality ring."""
+    d0 = cog.decode_direction(_ring(inputs_t, 0).double())
+    d1 = cog.decode_direction(_ring(inputs_t, 1).double())
+    return torch.where(modality.bool(), d1, d0)
 
 
 def _circ(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -72,7 +75,7 @@ def test_go_and_anti_targets_follow_the_stimulus():
         total = _ring(stim, 0).sum(-1) + _ring(stim, 1).sum(-1)
         modality = (_ring(stim, 1).sum(-1) > _ring(stim, 0).sum(-1)).long()
         assert bool((total > 0).all())
-        seen = torch.stack([_stimulus_direction(stim[i], int(modality[i])) for i in range(32)])
+        seen = _stimulus_direction(stim, modality)
         assert float(_circ(seen + shift, tr.direction).max()) < 0.05
 
 
@@ -109,9 +112,8 @@ def test_matching_tasks_respond_on_match_or_nonmatch():
         b = torch.arange(200)
         first = tr.inputs[b, tr.stim_on]
         modality = (_ring(first, 1).sum(-1) > _ring(first, 0).sum(-1)).long()
-        d1 = torch.stack([_stimulus_direction(first[i], int(modality[i])) for i in range(200)])
-        last = tr.inputs[:, -1]
-        d2 = torch.stack([_stimulus_direction(last[i], int(modality[i])) for i in range(200)])
+        d1 = _stimulus_direction(first, modality)
+        d2 = _stimulus_direction(tr.inputs[:, -1], modality)
         if task in ("dms", "dnms"):
             match = _circ(d1, d2) < 0.1
         else:
