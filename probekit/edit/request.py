@@ -1,0 +1,308 @@
+"""What an edit asks for, and the pieces ROME, MEMIT and fine-tuning share.
+
+An :class:`EditRequest` names a subject, the relation context that follows it and the new
+object; :func:`prepare` turns it into token ids, the subject's position and the target id,
+checking each against the model's vocabulary. :func:`mlp_out_proj` finds a layer's MLP output
+projection (the matrix the editors change) through the bridge, whatever the architecture;
+:func:`key_covariance` estimates the uncentred key covariance ``C = E[k k^T]`` of its inputs;
+:func:`optimise_output_shift` finds the shift of a layer's MLP output at the subject that
+makes the model say the new object (the ``v*`` of Meng et al. 2022, seeds/abstracts.md §1).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One fact to write: ``prefix + subject + context`` should be followed by ``target``.
+
+    - ``subject``: text (tokenized with the model's tokenizer) or token ids; the edit is keyed on
+      the subject's last token, e.g. ``"e12"``;
+    - ``context``: the relation context after the subject, e.g. ``"I_C2"`` (text or ids; may
+      be empty, then the target is the token right after the subject);
+    - ``target``: the new object, one token (text or id), e.g. ``"e40"``;
+    - ``prefix``: optional tokens before the subject (text or ids).
+
+    Text parts are tokenized separately and concatenated, so for BPE vocabularies give the
+    context its leading space (``" is located in"``).
+    """
+
+    subject: str | Sequence[int]
+    context: str | Sequence[int]
+    target: str | int
+    prefix: str | Sequence[int] = ()
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """``prompt``: ``LongTensor [L]``; ``subject_position``: index of the subject's last token."""
+
+    prompt: torch.Tensor
+    subject_position: int
+    target: int
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _vocab_size(model: Any) -> int:
+    return int(model.cfg.d_vocab)
+
+
+def _ids(model: Any, part: str | Sequence[int], what: str, allow_empty: bool) -> list[int]:
+    vocab = _vocab_size(model)
+    if isinstance(part, str):
+        tok = getattr(model, "tokenizer", None)
+        if tok is None:
+            raise ValueError(f"{what} is text ({part!r}) but the model has no tokenizer; give ids")
+        ids = list(tok(part, add_special_tokens=False)["input_ids"]) if part else []
+        unk = getattr(tok, "unk_token_id", None)
+        if unk is not None and unk in ids:
+            raise ValueError(
+                f"{what} {part!r} is not in the model's vocabulary (it tokenizes to "
+                f"{tok.unk_token!r})"
+            )
+    else:
+        if isinstance(part, torch.Tensor):
+            part = part.reshape(-1).tolist()
+        ids = [int(i) for i in part]
+        bad = [i for i in ids if not 0 <= i < vocab]
+        if bad:
+            raise ValueError(f"{what} token ids must lie in 0..{vocab - 1}, got {bad}")
+    if not ids and not allow_empty:
+        raise ValueError(f"{what} must name at least one token, got {part!r}")
+    return ids
+
+
+def prepare(model: Any, request: EditRequest) -> PreparedRequest:
+    """Token ids of ``request`` for ``model``, with clear errors for anything out of vocabulary."""
+    if not isinstance(request, EditRequest):
+        raise ValueError(
+            f"request must be a probekit.edit.EditRequest, got {type(request).__name__}"
+        )
+    prefix = _ids(model, request.prefix, "prefix", allow_empty=True)
+    subject = _ids(model, request.subject, "subject", allow_empty=False)
+    context = _ids(model, request.context, "context", allow_empty=True)
+    target = request.target
+    if isinstance(target, str):
+        ids = _ids(model, target, "target", allow_empty=False)
+        if len(ids) != 1:
+            raise ValueError(f"target must be a single token, {target!r} tokenizes to {ids}")
+        target_id = ids[0]
+    elif isinstance(target, int) and not isinstance(target, bool):
+        if not 0 <= target < _vocab_size(model):
+            raise ValueError(
+                f"target token id must lie in 0..{_vocab_size(model) - 1}, got {target}"
+            )
+        target_id = target
+    else:
+        raise ValueError(f"target must be a token (str) or token id (int), got {target!r}")
+    prompt = torch.tensor(prefix + subject + context, dtype=torch.long)
+    n_ctx = int(model.cfg.n_ctx)
+    if len(prompt) > n_ctx:
+        raise ValueError(f"the request's prompt has {len(prompt)} tokens, the model takes {n_ctx}")
+    return PreparedRequest(prompt, len(prefix) + len(subject) - 1, target_id)
+
+
+def check_layer(model: Any, layer: int, what: str = "layer") -> int:
+    n_layers = int(model.cfg.n_layers)
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+        raise ValueError(f"{what} must be an integer in 0..{n_layers - 1}, got {layer!r}")
+    return layer
+
+
+# ----------------------------------------------------------------------------- the MLP matrix
+
+
+def mlp_out_proj(model: Any, layer: int) -> nn.Module:
+    """The module computing layer ``layer``'s MLP output projection (``Linear`` or ``Conv1D``).
+
+    Found through the bridge (``blocks[layer].mlp.out``), so GPT-2, GPT-NeoX, Llama... all work.
+    """
+    check_layer(model, layer)
+    out = model.blocks[layer].mlp.out
+    return getattr(out, "original_component", out)
+
+
+def weight_view(module: nn.Module) -> torch.Tensor:
+    """The projection's weight as ``[d_out, d_in]`` (a view: writes go to the module).
+
+    GPT-2's ``Conv1D`` stores ``[d_in, d_out]``; ``nn.Linear`` stores ``[d_out, d_in]``.
+    """
+    if type(module).__name__ == "Conv1D":
+        return module.weight.data.T
+    return module.weight.data
+
+
+def key_hook(model: Any, layer: int) -> str:
+    """Hook name of the MLP keys of ``layer``: the input of its output projection."""
+    name = f"blocks.{layer}.mlp.out.hook_in"
+    return name if name in model.hook_dict else f"blocks.{layer}.mlp.hook_post"
+
+
+def mlp_out_hook(model: Any, layer: int) -> str:
+    name = f"blocks.{layer}.hook_mlp_out"
+    return name if name in model.hook_dict else f"blocks.{layer}.mlp.hook_out"
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def key_covariance(
+    model: Any, tokens: torch.Tensor, layers: Sequence[int] | int, batch_size: int = 256
+) -> dict[int, torch.Tensor]:
+    """Uncentred key covariance ``C_l = E[k k^T]`` over every token position of ``tokens``.
+
+    ``tokens``: ``LongTensor [N, L]`` drawn from the training distribution (the source uses
+    Wikipedia text; for kg-ring, training walks). Returns ``{layer: [d_mlp, d_mlp]}`` (float32,
+    on the model's device), averaged over ``N * L`` keys.
+    """
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    for layer in layers:
+        check_layer(model, layer, "layers")
+    tokens = torch.as_tensor(tokens, dtype=torch.long)
+    if tokens.ndim != 2 or tokens.numel() == 0:
+        raise ValueError(f"tokens must be non-empty [N, L] ids, got shape {tuple(tokens.shape)}")
+    names = {key_hook(model, layer): layer for layer in layers}
+    sums: dict[int, torch.Tensor] = {}
+    count = 0
+    device = _device(model)
+    for start in range(0, len(tokens), batch_size):
+        batch = tokens[start : start + batch_size].to(device)
+        _, cache = model.run_with_cache(batch, names_filter=lambda n: n in names)
+        for name, layer in names.items():
+            keys = cache[name].reshape(-1, cache[name].shape[-1]).float()
+            sums[layer] = sums.get(layer, 0) + keys.T @ keys
+        count += batch.numel()
+    return {layer: sums[layer] / count for layer in layers}
+
+
+@torch.no_grad()
+def subject_keys(model: Any, prepared: Sequence[PreparedRequest], layer: int) -> torch.Tensor:
+    """MLP keys of ``layer`` at each request's subject position: ``[n_requests, d_mlp]``."""
+    name = key_hook(model, layer)
+    keys = []
+    for item in prepared:
+        _, cache = model.run_with_cache(
+            item.prompt[None].to(_device(model)), names_filter=lambda n: n == name
+        )
+        keys.append(cache[name][0, item.subject_position].float())
+    return torch.stack(keys)
+
+
+@torch.no_grad()
+def residual_at_subject(model: Any, prepared: Sequence[PreparedRequest], hook: str) -> torch.Tensor:
+    """Activation at ``hook`` at each request's subject position: ``[n_requests, d]``."""
+    rows = []
+    for item in prepared:
+        _, cache = model.run_with_cache(
+            item.prompt[None].to(_device(model)), names_filter=lambda n: n == hook
+        )
+        rows.append(cache[hook][0, item.subject_position].float())
+    return torch.stack(rows)
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[None]:
+    """Turn off ``requires_grad`` on every parameter, restoring it afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def optimise_output_shift(
+    model: Any,
+    prepared: PreparedRequest,
+    layer: int,
+    steps: int = 40,
+    lr: float = 0.2,
+    kl_weight: float = 0.0625,
+    weight_decay: float = 0.01,
+    stop_prob: float = 0.98,
+) -> torch.Tensor:
+    """Shift ``delta [d_model]`` of layer ``layer``'s MLP output at the subject position.
+
+    Minimises ``-log p(target | prompt)`` + ``kl_weight`` * KL(original || shifted) of the
+    next-token distribution at the subject position (ROME's "essence" term: the subject
+    itself should keep meaning what it meant) + ``weight_decay * ||delta||^2 / ||h||^2`` with
+    ``h`` the residual stream after the layer there. Adam, at most ``steps`` steps, stopping once
+    ``p(target) >= stop_prob``. The model's weights are not touched.
+    """
+    device = _device(model)
+    prompt = prepared.prompt[None].to(device)
+    pos, target = prepared.subject_position, prepared.target
+    hook = mlp_out_hook(model, layer)
+    resid = f"blocks.{layer}.hook_resid_post"
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(prompt, names_filter=lambda n: n == resid)
+        base_logp = torch.log_softmax(logits[0, pos].float(), dim=-1)
+        scale = cache[resid][0, pos].float().pow(2).sum().clamp_min(1e-12)
+    d_model = int(model.cfg.d_model)
+    delta = torch.zeros(d_model, device=device, requires_grad=True)
+    mask = torch.zeros(1, prompt.shape[1], 1, device=device)
+    mask[0, pos] = 1.0
+    opt = torch.optim.Adam([delta], lr=lr)
+
+    def add_shift(tensor: torch.Tensor, hook: Any) -> torch.Tensor:
+        return tensor + mask * delta.to(tensor.dtype)
+
+    with frozen(model):
+        for _ in range(steps):
+            logits = model.run_with_hooks(prompt, fwd_hooks=[(hook, add_shift)])
+            logp = torch.log_softmax(logits[0].float(), dim=-1)
+            nll = -logp[-1, target]
+            if float(torch.exp(-nll.detach())) >= stop_prob:
+                break
+            kl = torch.sum(base_logp.exp() * (base_logp - logp[pos]))
+            loss = nll + kl_weight * kl + weight_decay * delta.pow(2).sum() / scale
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return delta.detach()
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """An independent copy (weights, hooks, tokenizer): editing it leaves ``model`` unchanged."""
+    return copy.deepcopy(model)
+
+
+@torch.no_grad()
+def success(model: Any, requests: Sequence[EditRequest]) -> Any:
+    """How well ``model`` states each request: a DataFrame, one row per request.
+
+    Columns: ``target`` (id), ``predicted`` (argmax id at the prompt's last position),
+    ``target_prob``, ``success`` (predicted == target).
+    """
+    import pandas as pd
+
+    rows = []
+    for request in requests:
+        item = prepare(model, request)
+        logits = model(item.prompt[None].to(_device(model)))[0, -1].float()
+        probs = torch.softmax(logits, dim=-1)
+        predicted = int(logits.argmax())
+        rows.append(
+            {
+                "target": item.target,
+                "predicted": predicted,
+                "target_prob": float(probs[item.target]),
+                "success": predicted == item.target,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,694 @@
+"""Representation shattering: how far does one knowledge edit distort the entity geometry?
+
+Source: seeds/abstracts.md §1 (a transformer trained on a cyclic knowledge graph; ROME/MEMIT
+edits distort the ring-shaped entity representations well beyond the edited entity, and the
+distortion tracks the loss of recall and inference). Method: shared/specs/shattering.md.
+
+- :func:`distortion`: ``R(D*) = ||D* - D0||_F / ||D0||_F`` over pairwise Euclidean distances of
+  entity representations before (``D0``) and after (``D*``) an edit; ``normalize=True`` first
+  divides each matrix by its mean off-diagonal entry, so a global rescaling gives 0.
+- :func:`entity_representations`: the activation at a hook at each entity's token, averaged
+  over a fixed set of prefix contexts.
+- :func:`measure`: one edit: R overall and per subgraph, accuracy before/after, Isomap / PCA /
+  UMAP pictures of the representations before and after.
+- :func:`sweep`: many counterfactual edits of ``kg-ring``-style models at cyclic distance
+  d = 1..4 with several editors; R per d, accuracy drops and the correlation (r, r^2) between
+  R and the drop.
+
+Example::
+
+    >>> import torch
+    >>> from probekit.shattering import distortion
+    >>> x = torch.randn(10, 4)
+    >>> distortion(x, x), distortion(x, 3 * x, normalize=True) < 1e-6
+    (0.0, True)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from probekit.tasks.knowledge_graph import EvalSet, KnowledgeGraph
+
+# ----------------------------------------------------------------------------- the metric
+
+
+def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
+    """Euclidean distance matrix ``[n, n]`` of the rows of ``x [n, d]`` (float64)."""
+    x = torch.as_tensor(x).double()
+    sq = (x * x).sum(1)
+    d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
+    d2.fill_diagonal_(0)
+    return d2.sqrt()
+
+
+def _mean_off_diagonal(d: torch.Tensor) -> torch.Tensor:
+    n = d.shape[0]
+    return d.sum() / (n * (n - 1))
+
+
+def distortion(before: torch.Tensor, after: torch.Tensor, normalize: bool = False) -> float:
+    """Shattering ``R = ||D* - D0||_F / ||D0||_F`` (spec: shared/specs/shattering.md).
+
+    ``before``, ``after``: ``[entities, d]`` representations of the same entities in the same
+    order. ``D0``, ``D*``: their pairwise Euclidean distance matrices. ``normalize=True`` divides
+    each matrix by its mean off-diagonal entry first (invariant to a global rescaling). R = 0
+    means no pairwise distance changed; R is invariant to rotations and translations of either
+    set, and changes when entities are permuted in one set only.
+    """
+    before, after = torch.as_tensor(before), torch.as_tensor(after)
+    if before.ndim != 2 or after.ndim != 2 or before.shape[0] != after.shape[0]:
+        raise ValueError(
+            f"before and after must be [entities, d] with the same entities, got shapes "
+            f"{tuple(before.shape)} and {tuple(after.shape)}"
+        )
+    if before.shape[0] < 2:
+        raise ValueError(f"need at least 2 entities, got {before.shape[0]}")
+    d0, d1 = pairwise_distances(before), pairwise_distances(after)
+    if normalize:
+        d0 = d0 / _mean_off_diagonal(d0).clamp_min(1e-300)
+        d1 = d1 / _mean_off_diagonal(d1).clamp_min(1e-300)
+    norm = torch.linalg.matrix_norm(d0)
+    if float(norm) == 0.0:
+        raise ValueError("before has all entities at one point (||D0|| = 0); R is undefined")
+    return float(torch.linalg.matrix_norm(d1 - d0) / norm)
+
+
+# ----------------------------------------------------------------------------- representations
+
+
+def _contexts_tensor(contexts: Any, n_entities: int) -> torch.Tensor:
+    if contexts is None:
+        return torch.zeros(n_entities, 1, 0, dtype=torch.long)
+    contexts = torch.as_tensor(contexts, dtype=torch.long)
+    if contexts.ndim == 2:
+        contexts = contexts[None].expand(n_entities, -1, -1)
+    if contexts.ndim != 3 or contexts.shape[0] != n_entities or contexts.shape[1] < 1:
+        raise ValueError(
+            "contexts must be prefixes [n_contexts, prefix_len] shared by all entities or "
+            f"[entities, n_contexts, prefix_len] = [{n_entities}, ...], got shape "
+            f"{tuple(contexts.shape)}"
+        )
+    return contexts
+
+
+@torch.no_grad()
+def entity_representations(
+    model: Any,
+    entities: Sequence[int] | torch.Tensor,
+    hook: str,
+    contexts: torch.Tensor | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """Mean activation at ``hook`` at each entity's token: ``[entities, d]`` (float32, CPU).
+
+    ``entities``: token ids ``[n]``; ``contexts``: prefixes placed before the entity,
+    ``[n_contexts, prefix_len]`` (shared) or ``[n, n_contexts, prefix_len]`` (per entity), or
+    None for the entity alone. Prompt = prefix + entity; the representation is read at the
+    entity's position and averaged over the contexts.
+    """
+    entities = torch.as_tensor(entities, dtype=torch.long).reshape(-1)
+    if hook not in model.hook_dict:
+        raise ValueError(f"hook {hook!r} is not a hook of this model (see model.hook_dict)")
+    ctx = _contexts_tensor(contexts, len(entities))
+    n, c, length = ctx.shape
+    prompts = torch.cat([ctx, entities[:, None, None].expand(n, c, 1)], dim=2).reshape(n * c, -1)
+    device = next(model.parameters()).device
+    # Nothing after the hook's block matters: stop the forward pass there.
+    parts = hook.split(".")
+    stop = int(parts[1]) + 1 if parts[0] == "blocks" and parts[1].isdigit() else None
+    rows = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size].to(device)
+        _, cache = model.run_with_cache(
+            batch, names_filter=lambda name: name == hook, stop_at_layer=stop
+        )
+        rows.append(cache[hook][:, length].float().cpu())
+    return torch.cat(rows).reshape(n, c, -1).mean(1)
+
+
+@torch.no_grad()
+def correct(
+    model: Any,
+    prompts: torch.Tensor,
+    targets: torch.Tensor,
+    candidates: torch.Tensor | None = None,
+    batch_size: int = 1024,
+) -> torch.Tensor:
+    """``BoolTensor [n]``: greedy prediction at the last position of ``prompts [n, L]`` is right.
+
+    With ``candidates [k]`` (token ids, e.g. the entities) the argmax runs over those tokens only.
+    A bridge is run through its HF model (no hooks needed, and faster).
+    """
+    net = getattr(model, "original_model", model)
+    device = next(net.parameters()).device
+    hits = []
+    for start in range(0, len(prompts), batch_size):
+        out = net(prompts[start : start + batch_size].to(device))
+        logits = (out.logits if hasattr(out, "logits") else out)[:, -1].float().cpu()
+        if candidates is not None:
+            predicted = candidates[logits[:, candidates].argmax(-1)]
+        else:
+            predicted = logits.argmax(-1)
+        hits.append(predicted == targets[start : start + batch_size])
+    return torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
+def accuracy(
+    model: Any,
+    prompts: torch.Tensor,
+    targets: torch.Tensor,
+    candidates: torch.Tensor | None = None,
+) -> float:
+    """Fraction of :func:`correct` predictions."""
+    return (
+        float(correct(model, prompts, targets, candidates).float().mean()) if len(targets) else 0.0
+    )
+
+
+# ----------------------------------------------------------------------------- projections
+
+
+def project(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
+    """2-D embedding of ``x [n, d]`` by ``"pca"``, ``"isomap"`` or ``"umap"`` (seeded)."""
+    n = x.shape[0]
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        return PCA(2, random_state=seed).fit_transform(x)
+    if method == "isomap":
+        from sklearn.manifold import Isomap
+
+        return Isomap(n_neighbors=min(10, n - 1), n_components=2).fit_transform(x)
+    if method == "umap":
+        import umap
+
+        reducer = umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
+        return reducer.fit_transform(x)
+    raise ValueError(f"projection must be 'pca', 'isomap' or 'umap', got {method!r}")
+
+
+def projection_figure(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    positions: np.ndarray | None = None,
+    labels: Sequence[str] | None = None,
+    marked: int | None = None,
+    methods: Sequence[str] = ("isomap", "pca", "umap"),
+    seed: int = 0,
+    title: str = "Entity representations before and after the edit",
+) -> go.Figure:
+    """Rows: before / after; columns: one per projection. Colour = ``positions`` (cyclic order).
+
+    PCA of "after" uses the axes fitted on "before" (same frame); Isomap and UMAP are fitted on
+    each set separately. ``marked``: row index of the edited entity (drawn as a black star).
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    methods = list(methods)
+    titles = [f"{m} {when}" for when in ("before", "after") for m in methods]
+    fig = make_subplots(rows=2, cols=len(methods), subplot_titles=titles)
+    xb, xa = before.numpy().astype(np.float64), after.numpy().astype(np.float64)
+    n = xb.shape[0]
+    color = np.arange(n) if positions is None else np.asarray(positions)
+    text = labels if labels is not None else [str(i) for i in range(n)]
+    for col, method in enumerate(methods, start=1):
+        if method == "pca":
+            mean = xb.mean(0)
+            _, _, vt = np.linalg.svd(xb - mean, full_matrices=False)
+            pair = ((xb - mean) @ vt[:2].T, (xa - mean) @ vt[:2].T)
+        else:
+            pair = (project(xb, method, seed), project(xa, method, seed))
+        for row, points in enumerate(pair, start=1):
+            fig.add_trace(
+                go.Scatter(
+                    x=points[:, 0],
+                    y=points[:, 1],
+                    mode="markers",
+                    text=list(text),
+                    marker=dict(
+                        color=color,
+                        colorscale="HSV",
+                        size=6,
+                        showscale=(row == 1 and col == 1),
+                        colorbar=dict(title="cyclic position"),
+                    ),
+                    showlegend=False,
+                ),
+                row=row,
+                col=col,
+            )
+            if marked is not None:
+                fig.add_trace(
+                    go.Scatter(
+                        x=[points[marked, 0]],
+                        y=[points[marked, 1]],
+                        mode="markers",
+                        marker=dict(symbol="star", size=14, color="black"),
+                        name="edited entity",
+                        showlegend=(row == 1 and col == 1),
+                    ),
+                    row=row,
+                    col=col,
+                )
+    fig.update_layout(title=title, height=650)
+    return fig
+
+
+# ----------------------------------------------------------------------------- one edit
+
+
+@dataclass
+class ShatteringResult:
+    """One edit. ``frame``: one row per subgraph (R, R normalised); ``accuracy``: one row per
+    evaluation (before, after, drop); ``summary``: the headline numbers."""
+
+    frame: pd.DataFrame
+    accuracy: pd.DataFrame
+    summary: dict[str, Any]
+    before: torch.Tensor
+    after: torch.Tensor
+    figs: list[go.Figure] = field(default_factory=list)
+    title: str = "Representation shattering of one edit"
+    description: str = ""
+
+    def figures(self) -> list[go.Figure]:
+        return self.figs
+
+
+def measure(
+    model: Any,
+    edited: Any,
+    entities: Sequence[int] | torch.Tensor,
+    hook: str,
+    contexts: torch.Tensor | None = None,
+    *,
+    subgraphs: Mapping[str, torch.Tensor] | None = None,
+    evaluations: Mapping[str, EvalSet | tuple[torch.Tensor, torch.Tensor]] | None = None,
+    positions: Sequence[int] | None = None,
+    edited_entity: int | None = None,
+    projections: Sequence[str] = ("isomap", "pca", "umap"),
+    seed: int = 0,
+) -> ShatteringResult:
+    """Entity geometry and accuracy of ``model`` before and ``edited`` after one edit.
+
+    - ``entities``: token ids ``[n]``; ``hook``: e.g. ``"blocks.0.hook_resid_post"`` (after the
+      edited layer); ``contexts``: prefixes for :func:`entity_representations` (overall R).
+    - ``subgraphs``: ``{name: contexts}``; R is also reported for representations read in each
+      subgraph's contexts (for kg-ring: edit / retain / test orders, :func:`kg_contexts`).
+    - ``evaluations``: ``{name: EvalSet or (prompts [m, L], targets [m])}``; accuracy is greedy
+      over the entity tokens.
+    - ``positions``: cyclic position of each entity (colour); ``edited_entity``: its index in
+      ``entities`` (marked in the pictures); ``projections``: any of isomap, pca, umap (empty:
+      no pictures).
+    """
+    import pandas as pd
+
+    entities = torch.as_tensor(entities, dtype=torch.long).reshape(-1)
+    if len(entities) < 3:
+        raise ValueError(f"entities must hold at least 3 token ids, got {len(entities)}")
+    if edited_entity is not None and not 0 <= edited_entity < len(entities):
+        raise ValueError(f"edited_entity must be an index into entities (0..{len(entities) - 1})")
+    rows = []
+    before = entity_representations(model, entities, hook, contexts)
+    after = entity_representations(edited, entities, hook, contexts)
+    rows.append(_r_row("all", before, after))
+    for name, ctx in (subgraphs or {}).items():
+        b = entity_representations(model, entities, hook, ctx)
+        a = entity_representations(edited, entities, hook, ctx)
+        rows.append(_r_row(name, b, a))
+    frame = pd.DataFrame(rows)
+    acc_rows = []
+    for name, items in (evaluations or {}).items():
+        prompts, targets = (items.prompts, items.targets) if hasattr(items, "prompts") else items
+        a0 = accuracy(model, prompts, targets, entities)
+        a1 = accuracy(edited, prompts, targets, entities)
+        acc_rows.append(
+            {"evaluation": name, "n": len(targets), "before": a0, "after": a1, "drop": a0 - a1}
+        )
+    acc = pd.DataFrame(acc_rows, columns=["evaluation", "n", "before", "after", "drop"])
+    summary: dict[str, Any] = {"R": rows[0]["R"], "R_normalized": rows[0]["R_normalized"]}
+    for row in rows[1:]:
+        summary[f"R_{row['subgraph']}"] = row["R"]
+    for row in acc_rows:
+        summary[f"accuracy_{row['evaluation']}"] = {"before": row["before"], "after": row["after"]}
+    figs = []
+    if projections:
+        labels = [f"token {int(e)}" for e in entities]
+        figs.append(
+            projection_figure(before, after, positions, labels, edited_entity, projections, seed)
+        )
+    return ShatteringResult(frame, acc, summary, before, after, figs)
+
+
+def _r_row(name: str, before: torch.Tensor, after: torch.Tensor) -> dict[str, Any]:
+    return {
+        "subgraph": name,
+        "R": distortion(before, after),
+        "R_normalized": distortion(before, after, normalize=True),
+    }
+
+
+# ----------------------------------------------------------------------------- kg-ring helpers
+
+
+def kg_contexts(graph: KnowledgeGraph, order: int | None = None) -> torch.Tensor:
+    """Per-entity prefixes ``[E, n_contexts, 2]`` that lead to the entity by a true fact.
+
+    For entity ``e`` and each relation ``r`` (on ring ``order``, or on all rings when None), the
+    prefix is ``[x, r]`` with ``x`` the head whose ``r``-tail is ``e``; so ``e`` is read where the
+    model expects it. 8 contexts per ring.
+    """
+    from probekit.tasks import knowledge_graph as kg
+
+    orders = range(kg.N_ORDERS) if order is None else [order]
+    rels = torch.tensor([o * 2 * kg.MAX_HOPS + j for o in orders for j in range(2 * kg.MAX_HOPS)])
+    e_count = graph.n_entities
+    ents = torch.arange(e_count)[:, None].expand(-1, len(rels))
+    heads = graph.tail(ents, kg.inverse_relation(rels)[None, :].expand(e_count, -1))
+    return torch.stack([heads, (e_count + rels)[None, :].expand(e_count, -1)], dim=2)
+
+
+@dataclass(frozen=True)
+class KGEdit:
+    """A kg edit: fact ``(head, relation, old)`` rewritten to ``new``, ``distance`` apart."""
+
+    head: int
+    relation: int
+    old: int
+    new: int
+    distance: int
+    n_entities: int
+
+    @property
+    def relation_token(self) -> int:
+        return self.n_entities + self.relation
+
+    def request(self) -> Any:
+        from probekit.edit import EditRequest
+
+        return EditRequest(subject=[self.head], context=[self.relation_token], target=self.new)
+
+
+def kg_edits(
+    graph: KnowledgeGraph,
+    model: Any,
+    distance: int,
+    n: int,
+    order: int = 0,
+    kind: str = "counterfactual",
+    seed: int = 0,
+) -> list[KGEdit]:
+    """``n`` edits at cyclic distance ``distance`` on ring ``order`` (seeded).
+
+    ``counterfactual``: a seen fact the model gets right, rewritten to the entity ``distance``
+    steps from the true tail (random side). ``corrective``: a fact the model gets wrong whose
+    prediction lies ``distance`` from the true tail, rewritten to the true tail. Fewer than ``n``
+    are returned when fewer exist.
+    """
+    from probekit.tasks import knowledge_graph as kg
+
+    if kind not in ("counterfactual", "corrective"):
+        raise ValueError(f"kind must be 'counterfactual' or 'corrective', got {kind!r}")
+    if not isinstance(distance, int) or not 1 <= distance <= graph.n_entities // 2:
+        raise ValueError(
+            f"distance must be an integer in 1..{graph.n_entities // 2}, got {distance!r}"
+        )
+    facts = graph.facts(heldout=False)
+    facts = facts[kg.relation_parts(facts[:, 1])[0] == order]
+    items = kg.fact_prompts(graph, facts)
+    entities = torch.arange(graph.n_entities)
+    net = getattr(model, "original_model", model)
+    with torch.no_grad():
+        logits = net(items.prompts.to(next(net.parameters()).device)).logits[:, -1, entities]
+    predicted = logits.argmax(-1).cpu()
+    gen = torch.Generator().manual_seed(seed)
+    e_count = graph.n_entities
+    if kind == "counterfactual":
+        pool = (predicted == items.targets).nonzero().reshape(-1)
+        pool = pool[torch.randperm(len(pool), generator=gen)][:n]
+        side = torch.randint(0, 2, (len(pool),), generator=gen) * 2 - 1
+        tails = facts[pool, 2]
+        place = (graph.positions[order, tails] + side * distance) % e_count
+        new = graph.orders[order, place]
+        chosen = zip(pool.tolist(), new.tolist(), strict=True)
+    else:
+        wrong = predicted != items.targets
+        dist = graph.distance(predicted, items.targets, order)
+        pool = (wrong & (dist == distance)).nonzero().reshape(-1)
+        pool = pool[torch.randperm(len(pool), generator=gen)][:n]
+        chosen = ((i, int(facts[i, 2])) for i in pool.tolist())
+    edits = []
+    for i, new_tail in chosen:
+        head, rel, tail = (int(v) for v in facts[i])
+        old = tail if kind == "counterfactual" else int(predicted[i])
+        edits.append(KGEdit(head, rel, old, new_tail, distance, e_count))
+    return edits
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepResult:
+    """Many edits. ``frame``: one row per edit; ``summary``: R per (method, d), r and r^2."""
+
+    frame: pd.DataFrame
+    summary: dict[str, Any]
+    title: str = "Representation shattering over edit distance and editing method"
+    description: str = ""
+
+    def figures(self) -> list[go.Figure]:
+        return sweep_figures(self.frame)
+
+
+def correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Pearson r and r^2 of two 1-D arrays (nan when either is constant or n < 3)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+        return math.nan, math.nan
+    r = float(np.corrcoef(x, y)[0, 1])
+    return r, r * r
+
+
+def summarise_sweep(frame: pd.DataFrame) -> dict[str, Any]:
+    """R and accuracy drop per (method, d); r, r^2 between R and the mean accuracy drop."""
+    summary: dict[str, Any] = {"edits": len(frame)}
+    for method, part in frame.groupby("method", sort=False):
+        per_d = part.groupby("distance")
+        summary[method] = {
+            "R_mean_by_d": {int(d): float(v) for d, v in per_d["R"].mean().items()},
+            "R_normalized_mean_by_d": {
+                int(d): float(v) for d, v in per_d["R_normalized"].mean().items()
+            },
+            "drop_mean_by_d": {int(d): float(v) for d, v in per_d["drop"].mean().items()},
+            "success_rate": float(part["success"].mean()),
+        }
+        r, r2 = correlation(part["R"], part["drop"])
+        summary[method]["r_R_vs_drop"] = r
+        summary[method]["r2_R_vs_drop"] = r2
+        r_d, _ = correlation(part["distance"], part["R"])
+        summary[method]["r_distance_vs_R"] = r_d
+    r, r2 = correlation(frame["R"], frame["drop"])
+    summary["r_R_vs_drop"] = r
+    summary["r2_R_vs_drop"] = r2
+    return summary
+
+
+def sweep_figures(frame: pd.DataFrame) -> list[go.Figure]:
+    """R against d (box per method), accuracy drop against R (scatter), accuracy against d."""
+    import plotly.graph_objects as go
+
+    box = go.Figure()
+    scatter = go.Figure()
+    acc = go.Figure()
+    for method, part in frame.groupby("method", sort=False):
+        box.add_trace(go.Box(x=part["distance"], y=part["R"], name=str(method), boxpoints="all"))
+        scatter.add_trace(go.Scatter(x=part["R"], y=part["drop"], mode="markers", name=str(method)))
+        means = part.groupby("distance")[["acc_before", "acc_after"]].mean()
+        acc.add_trace(
+            go.Scatter(
+                x=means.index, y=means["acc_after"], mode="lines+markers", name=f"{method} after"
+            )
+        )
+    box.update_layout(
+        title="Shattering R by edit distance d", xaxis_title="d", yaxis_title="R", boxmode="group"
+    )
+    scatter.update_layout(
+        title="Accuracy drop against R (one point per edit)",
+        xaxis_title="R",
+        yaxis_title="mean accuracy drop (direct, logical, compositional)",
+    )
+    acc.update_layout(
+        title="Mean accuracy after the edit by d", xaxis_title="d", yaxis_title="accuracy"
+    )
+    return [box, scatter, acc]
+
+
+def sweep(
+    model: Any,
+    graph: KnowledgeGraph,
+    cov_tokens: torch.Tensor,
+    methods: Sequence[str] = ("rome", "memit"),
+    distances: Sequence[int] = (1, 2, 3, 4),
+    edits_per_distance: int = 20,
+    layer: int = 0,
+    memit_layers: Sequence[int] = (0, 1),
+    hook: str | None = None,
+    edit_order: int = 0,
+    retain_order: int = 1,
+    eval_items: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+    edit_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> SweepResult:
+    """Counterfactual edits of a kg-ring-style model at each distance, with each method.
+
+    For every method in ``methods`` (``"rome"`` at ``layer``, ``"memit"`` over
+    ``memit_layers``, ``"finetune"`` of ``layer``'s MLP output projection) and every ``d`` in
+    ``distances``, ``edits_per_distance`` single edits (:func:`kg_edits` on ring
+    ``edit_order``; the same edits for every method). Per edit: success, R and R normalised of
+    the entity representations at ``hook`` (default: ``blocks.{layer}.hook_resid_post``, over
+    all :func:`kg_contexts`), R per subgraph (edit / retain / test ring contexts), accuracy
+    before and after on direct recall of the edit and retain rings (edited fact excluded),
+    logical and compositional inference (``eval_items`` prompts each), and the drop (mean over
+    the four). The model is edited in place on one working copy and restored after each edit.
+    ``model`` itself is never changed.
+    """
+    import pandas as pd
+
+    from probekit import edit as pk_edit
+    from probekit.edit.memit import memit_deltas
+    from probekit.edit.request import copy_model, mlp_out_proj, weight_view
+    from probekit.edit.rome import apply_deltas, rome_deltas
+    from probekit.tasks import knowledge_graph as kg
+
+    known = {"rome", "memit", "finetune"}
+    if not set(methods) <= known or not methods:
+        raise ValueError(f"methods must be a non-empty subset of {sorted(known)}, got {methods}")
+    test_order = ({0, 1, 2} - {edit_order, retain_order}).pop()
+    hook = hook or f"blocks.{layer}.hook_resid_post"
+    edit_kwargs = dict(edit_kwargs or {})
+    all_layers = sorted({layer, *memit_layers})
+    cov = pk_edit.key_covariance(model, cov_tokens, all_layers)
+    entities = torch.arange(graph.n_entities)
+    subgraphs = {
+        "edit": kg_contexts(graph, edit_order),
+        "retain": kg_contexts(graph, retain_order),
+        "test": kg_contexts(graph, test_order),
+    }
+    evals = {
+        "direct_edit": kg.evaluation_sets(graph, eval_items, seed, orders=[edit_order])["direct"],
+        "direct_retain": kg.evaluation_sets(graph, eval_items, seed, orders=[retain_order])[
+            "direct"
+        ],
+    }
+    both = kg.evaluation_sets(graph, eval_items, seed)
+    evals["logical"], evals["compositional"] = both["logical"], both["compositional"]
+
+    def reps(m: Any) -> dict[str, torch.Tensor]:
+        out = {
+            name: entity_representations(m, entities, hook, ctx) for name, ctx in subgraphs.items()
+        }
+        # kg_contexts(graph) is the union of the three rings' 8 contexts each, so its mean is
+        # the mean of the three per-ring means.
+        out["all"] = torch.stack(list(out.values())).mean(0)
+        return out
+
+    def hits(m: Any) -> dict[str, torch.Tensor]:
+        return {
+            name: correct(m, items.prompts, items.targets, entities)
+            for name, items in evals.items()
+        }
+
+    def accs(h: dict[str, torch.Tensor], skip: tuple[int, int]) -> dict[str, float]:
+        # The edited fact itself is excluded from every evaluation.
+        res = {}
+        for name, items in evals.items():
+            keep = ~((items.prompts[:, 0] == skip[0]) & (items.prompts[:, -1] == skip[1]))
+            res[name] = float(h[name][keep].float().mean())
+        return res
+
+    base_reps = reps(model)
+    base_hits = hits(model)
+    work = copy_model(model)
+    edits = {
+        d: kg_edits(graph, model, d, edits_per_distance, edit_order, seed=seed + d)
+        for d in distances
+    }
+    saved = {li: weight_view(mlp_out_proj(work, li)).clone() for li in all_layers}
+    rows = []
+    total = sum(len(v) for v in edits.values()) * len(methods)
+    start = time.perf_counter()
+    done = 0
+    for method in methods:
+        kwargs = dict(edit_kwargs.get(method, {}))
+        for d, items in edits.items():
+            for e in items:
+                request = e.request()
+                skip = (e.head, e.relation_token)
+                base_acc = accs(base_hits, skip)
+                if method == "rome":
+                    deltas = rome_deltas(work, request, layer, cov[layer], **kwargs)
+                    apply_deltas(work, deltas)
+                elif method == "memit":
+                    mom2 = kwargs.pop("mom2_weight", 10.0)
+                    deltas = memit_deltas(work, [request], memit_layers, cov, mom2, **kwargs)
+                    kwargs["mom2_weight"] = mom2
+                    apply_deltas(work, deltas)
+                else:
+                    tuned = pk_edit.finetune(work, request, layers=[layer], **kwargs)
+                    with torch.no_grad():
+                        weight_view(mlp_out_proj(work, layer)).copy_(
+                            weight_view(mlp_out_proj(tuned, layer))
+                        )
+                    del tuned
+                ok = pk_edit.success(work, [request])
+                new_reps = reps(work)
+                new_acc = accs(hits(work), skip)
+                row = {
+                    "method": method,
+                    "distance": d,
+                    "head": e.head,
+                    "relation": kg.relation_name(e.relation),
+                    "old": e.old,
+                    "new": e.new,
+                    "success": bool(ok.success[0]),
+                    "target_prob": float(ok.target_prob[0]),
+                    "R": distortion(base_reps["all"], new_reps["all"]),
+                    "R_normalized": distortion(base_reps["all"], new_reps["all"], normalize=True),
+                }
+                for name in subgraphs:
+                    row[f"R_{name}"] = distortion(base_reps[name], new_reps[name])
+                for name in evals:
+                    row[f"before_{name}"] = base_acc[name]
+                    row[f"after_{name}"] = new_acc[name]
+                row["acc_before"] = float(np.mean(list(base_acc.values())))
+                row["acc_after"] = float(np.mean(list(new_acc.values())))
+                row["drop"] = row["acc_before"] - row["acc_after"]
+                rows.append(row)
+                with torch.no_grad():
+                    for li, w in saved.items():
+                        weight_view(mlp_out_proj(work, li)).copy_(w)
+                done += 1
+                if progress:
+                    elapsed = time.perf_counter() - start
+                    print(
+                        f"\rshatter: {done}/{total} edits, {elapsed:.0f} s",
+                        end="" if done < total else "\n",
+                        flush=True,
+                    )
+    frame = pd.DataFrame(rows)
+    return SweepResult(frame, summarise_sweep(frame))

@@ -1,0 +1,140 @@
+"""probekit.shattering: R against a hand computation, its invariants, and one edit end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import pearsonr
+
+import probekit as pk
+from probekit import shattering
+from probekit.tasks import knowledge_graph as kg
+from probekit.train.knowledge_graph import load_graph
+
+KG_RING = Path(__file__).resolve().parent.parent / "checkpoints" / "kg-ring"
+
+
+def test_distortion_matches_hand_computation():
+    before = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+    after = torch.tensor([[0.0, 0.0], [6.0, 0.0], [0.0, 4.0]])
+    # D0 off-diagonal: 3, 4, 5; D*: 6, 4, sqrt(52). Each pair appears twice in the matrix.
+    num = math.sqrt(2 * ((6 - 3) ** 2 + 0 + (math.sqrt(52) - 5) ** 2))
+    den = math.sqrt(2 * (9 + 16 + 25))
+    assert shattering.distortion(before, after) == pytest.approx(num / den, rel=1e-12)
+    # normalised variant: each matrix divided by its mean off-diagonal entry
+    d0, d1 = np.array([3, 4, 5.0]), np.array([6, 4, math.sqrt(52)])
+    d0, d1 = d0 / d0.mean(), d1 / d1.mean()
+    expected = np.sqrt(((d1 - d0) ** 2).sum() / (d0**2).sum())
+    assert shattering.distortion(before, after, normalize=True) == pytest.approx(expected)
+
+
+def test_distortion_against_scipy_and_its_invariants():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 8, generator=gen, dtype=torch.float64)
+    y = x + 0.1 * torch.randn(30, 8, generator=gen, dtype=torch.float64)
+    d0, d1 = squareform(pdist(x.numpy())), squareform(pdist(y.numpy()))
+    reference = np.linalg.norm(d1 - d0) / np.linalg.norm(d0)
+    assert shattering.distortion(x, y) == pytest.approx(reference, rel=1e-9)
+    assert shattering.distortion(x, x) == 0.0
+    # a global rescaling by s gives R = |s - 1|, and 0 once normalised
+    assert shattering.distortion(x, 2.5 * x) == pytest.approx(1.5, rel=1e-9)
+    assert shattering.distortion(x, 2.5 * x, normalize=True) == pytest.approx(0.0, abs=1e-12)
+    # rotations and translations move nothing
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=gen, dtype=torch.float64))
+    assert shattering.distortion(x, x @ q + 3.0) == pytest.approx(0.0, abs=1e-9)
+    # permuting the entities of one set is a distortion
+    perm = torch.randperm(30, generator=gen)
+    assert shattering.distortion(x, x[perm]) > 0.3
+
+
+def test_distortion_rejects_mismatched_entities():
+    with pytest.raises(ValueError, match="same entities"):
+        shattering.distortion(torch.zeros(5, 3), torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"\|\|D0\|\| = 0"):
+        shattering.distortion(torch.zeros(5, 3), torch.ones(5, 3))
+
+
+def test_correlation_matches_scipy():
+    gen = np.random.default_rng(0)
+    x = gen.normal(size=40)
+    y = 0.5 * x + gen.normal(size=40)
+    r, r2 = shattering.correlation(x, y)
+    assert r == pytest.approx(pearsonr(x, y)[0], rel=1e-9)
+    assert r2 == pytest.approx(r * r)
+    assert math.isnan(shattering.correlation(np.ones(5), y[:5])[0])
+
+
+def test_kg_contexts_lead_to_the_entity():
+    graph = kg.make_graph(20, seed=3)
+    ctx = shattering.kg_contexts(graph, order=1)
+    assert ctx.shape == (20, 8, 2)
+    ring = graph.orders[1].tolist()
+    for e in range(20):
+        for head, rel_token in ctx[e].tolist():
+            order, rest = divmod(rel_token - 20, 8)
+            hops = rest % 4 + 1
+            step = hops if rest < 4 else -hops
+            assert order == 1 and ring[(ring.index(head) + step) % 20] == e
+    assert shattering.kg_contexts(graph).shape == (20, 24, 2)
+
+
+@pytest.fixture(scope="module")
+def kg_ring():
+    return pk.load(KG_RING, device="cpu")
+
+
+def test_entity_representations_match_a_manual_cache(kg_ring):
+    graph = load_graph(KG_RING)
+    ctx = shattering.kg_contexts(graph, 0)[:5]
+    entities = torch.arange(5)
+    reps = shattering.entity_representations(kg_ring, entities, "blocks.0.hook_resid_post", ctx)
+    prompts = torch.cat([ctx, entities[:, None, None].expand(5, 8, 1)], dim=2).reshape(40, 3)
+    _, cache = kg_ring.run_with_cache(prompts, names_filter="blocks.0.hook_resid_post")
+    manual = cache["blocks.0.hook_resid_post"][:, 2].reshape(5, 8, -1).mean(1)
+    assert torch.allclose(reps, manual, atol=1e-5)
+
+
+def test_rome_edit_on_kg_ring_and_its_measurement(kg_ring):
+    graph = load_graph(KG_RING)
+    fingerprint = pk.fingerprint(kg_ring)
+    cov_tokens = kg.walks(graph, 128, seed=9)
+    edits = shattering.kg_edits(graph, kg_ring, 1, 4, order=0, seed=0)
+    assert all(graph.distance(e.old, e.new, 0) == 1 for e in edits)
+    requests = [e.request() for e in edits]
+    edited = pk.edit.rome(kg_ring, requests[0], layer=0, cov_tokens=cov_tokens, steps=60)
+    assert pk.fingerprint(kg_ring) == fingerprint
+    result = shattering.measure(
+        kg_ring,
+        kg_ring,
+        torch.arange(graph.n_entities),
+        "blocks.0.hook_resid_post",
+        shattering.kg_contexts(graph),
+        subgraphs={"edit": shattering.kg_contexts(graph, 0)},
+        evaluations={"direct": kg.evaluation_sets(graph, max_items=64)["direct"]},
+        projections=(),
+    )
+    assert result.frame["R"].abs().max() == 0.0
+    assert result.accuracy["drop"].abs().max() == 0.0
+    moved = shattering.measure(
+        kg_ring,
+        edited,
+        torch.arange(graph.n_entities),
+        "blocks.0.hook_resid_post",
+        shattering.kg_contexts(graph),
+        positions=graph.positions[0].tolist(),
+        edited_entity=edits[0].head,
+        projections=("pca", "isomap"),
+    )
+    assert moved.summary["R"] > 0
+    assert len(moved.figures()) == 1 and len(moved.figures()[0].data) == 8
+    # the edit writes the new object, and the original still answers the old one
+    assert pk.edit.success(kg_ring, requests[:1]).predicted[0] == edits[0].old
+    assert (
+        pk.edit.success(edited, requests[:1]).target_prob[0]
+        > pk.edit.success(kg_ring, requests[:1]).target_prob[0]
+    )
