@@ -54,6 +54,7 @@ __all__ = [
     "audit",
     "greedy_continuation",
     "latent",
+    "latent_labels",
     "levenshtein",
     "membership",
     "min_k_pp",
@@ -299,11 +300,35 @@ def greedy_continuation(
 
 
 def _load_if_path(model: Any) -> Any:
-    if isinstance(model, (str, os.PathLike)):
-        from probekit.models.loading import load
+    """A model object for ``model``; a path to a Hugging Face directory loads without a bridge.
 
-        return load(model)
-    return model
+    Scoring and decoding need no hooks, and booting a TransformerBridge costs seconds per
+    checkpoint (it adds up over a series of snapshots), so a Hugging Face directory is read
+    with transformers directly (float32, tokenizer attached when present); any other path goes
+    through :func:`probekit.load`.
+    """
+    if not isinstance(model, (str, os.PathLike)):
+        return model
+    from probekit.models.loading import detect_format, load
+
+    path = Path(model)
+    if path.is_dir() and detect_format(path) == "hf":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        was = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            hf = AutoModelForCausalLM.from_pretrained(
+                path, local_files_only=True, dtype=torch.float32
+            ).eval()
+            if (path / "tokenizer.json").is_file() or (path / "tokenizer_config.json").is_file():
+                hf.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        finally:
+            if was:
+                hf_logging.enable_progress_bar()
+        return hf
+    return load(model)
 
 
 def _check_positive_int(name: str, value: Any) -> None:
@@ -540,7 +565,7 @@ def audit(
         raise ValueError(f"k_percent must be in (0, 100], got {k_percent!r}")
     if not isinstance(lev_threshold, (int, float)) or lev_threshold <= 0:
         raise ValueError(f"lev_threshold must be a positive number, got {lev_threshold!r}")
-    lm = _CausalLM(_load_if_path(model))
+    lm = model if isinstance(model, _CausalLM) else _CausalLM(_load_if_path(model))
     if tokenizer is not None:
         lm.tokenizer = tokenizer
     length = prefix_len + suffix_len
@@ -983,6 +1008,40 @@ class LatentResult:
         return [traj, hist]
 
 
+def latent_labels(
+    lev: np.ndarray,
+    first_index: np.ndarray,
+    repetitions: np.ndarray,
+    memorized_threshold: float,
+    latent_threshold: float,
+) -> np.ndarray:
+    """Duan et al. labels from edit distances ``lev [N, C]`` over ``C`` checkpoints.
+
+    ``first_index [N]``: the index of each sequence's first-exposure checkpoint (``C`` or more
+    = never followed by a checkpoint); ``repetitions [N]``. Returns an object array ``[N]`` of
+    ``"memorized"`` (lev < memorized_threshold at first exposure), ``"latent"`` (lev >
+    latent_threshold there, min lev over later checkpoints < memorized_threshold, seen once),
+    ``"control"`` (lev > latent_threshold at every checkpoint from first exposure on),
+    ``"unseen"`` or ``"other"``.
+    """
+    lev = np.asarray(lev, dtype=float)
+    n, n_ckpt = lev.shape
+    first_index = np.asarray(first_index)
+    unseen = first_index >= n_ckpt
+    safe = np.minimum(first_index, n_ckpt - 1)
+    lev_first = lev[np.arange(n), safe]
+    index = np.arange(n_ckpt)[None, :]
+    min_later = np.where(index > safe[:, None], lev, np.inf).min(axis=1)
+    min_from_first = np.where(index >= safe[:, None], lev, np.inf).min(axis=1)
+    label = np.full(n, "other", dtype=object)
+    label[min_from_first > latent_threshold] = "control"
+    is_latent = (lev_first > latent_threshold) & (min_later < memorized_threshold)
+    label[is_latent & (np.asarray(repetitions) == 1)] = "latent"
+    label[lev_first < memorized_threshold] = "memorized"
+    label[unseen] = "unseen"
+    return label
+
+
 def latent(
     checkpoints: Mapping[int, Any],
     sequences: Any,
@@ -1059,14 +1118,8 @@ def latent(
     lev_first = lev[rows, safe].astype(float)
     ce_first = ce[rows, safe]
     later = np.arange(n_ckpt)[None, :] > safe[:, None]
-    from_first = np.arange(n_ckpt)[None, :] >= safe[:, None]
     min_later = np.where(later, lev, np.inf).min(axis=1)
-    min_from_first = np.where(from_first, lev, np.inf).min(axis=1)
-    label = np.full(n, "other", dtype=object)
-    label[min_from_first > lat_thr] = "control"
-    label[(lev_first > lat_thr) & (min_later < mem_thr) & (reps == 1)] = "latent"
-    label[lev_first < mem_thr] = "memorized"
-    label[unseen] = "unseen"
+    label = latent_labels(lev, first_idx, reps, mem_thr, lat_thr)
     frame = pd.DataFrame(
         {
             "label": label,
@@ -1175,7 +1228,7 @@ def perturbation_recovery(
     _check_positive_int("draws", draws)
     _check_positive_int("prefix_len", prefix_len)
     _check_positive_int("suffix_len", suffix_len)
-    lm = _CausalLM(_load_if_path(model))
+    lm = model if isinstance(model, _CausalLM) else _CausalLM(_load_if_path(model))
     if tokenizer is not None:
         lm.tokenizer = tokenizer
     tokens = as_token_matrix(sequences, prefix_len + suffix_len, lm.vocab_size, lm.tokenizer)

@@ -275,12 +275,12 @@ def _run(args: argparse.Namespace) -> int:
     bar = tqdm(total=total, desc="audit", unit="seq", disable=args.quiet)
     try:
         frame = _resumable_audit(
-            lm.source, member_tokens, "data", partial, settings, bar, reference=reference
+            lm, member_tokens, "data", partial, settings, bar, reference=reference
         )
         frame.insert(0, "set", "data")
         if nonmember_tokens is not None:
             other = _resumable_audit(
-                lm.source,
+                lm,
                 nonmember_tokens,
                 "nonmembers",
                 partial,
@@ -343,7 +343,7 @@ def _run(args: argparse.Namespace) -> int:
         summary["latent"] = lat.summary
     if args.perturb_draws:
         pert = memorization.perturbation_recovery(
-            lm.source,
+            lm,
             member_tokens,
             sigma=args.sigma,
             draws=args.perturb_draws,

@@ -10,7 +10,7 @@ sequences of words drawn uniformly from the training vocabulary (high-entropy se
 
 Each canary is exactly ``canary_len`` tokens (the audit's prefix + suffix, 32 + 64 = 96) and is
 inserted at known steps: ``repetitions`` in (1, 2, 4, 8, 16, 32), the first exposure in one of a
-few waves just before a snapshot, the later ones ``spacing`` steps apart. The schedule is data
+few waves just before a snapshot, the later ones spread evenly over the rest of training. The schedule is data
 the audit must rediscover; it is kept in ``schedule.json``, apart from the canary texts.
 
 Example::
@@ -173,22 +173,29 @@ def make_schedule(
     kind: list[str],
     repetitions: list[int],
     waves: list[int],
-    spacing: int,
+    spacing: int | None,
     total_steps: int,
 ) -> CanarySet:
-    """Assign canary ``i`` to wave ``i % len(waves)`` and exposures every ``spacing`` steps.
+    """Assign canary ``i`` to wave ``i % len(waves)`` and spread its later exposures.
 
     Canary ``i`` is first seen at ``waves[i % len(waves)]`` (+ ``i // len(waves)`` so that two
-    canaries of the same wave do not share every step) and again each ``spacing`` steps until it
-    has been seen ``repetitions[i]`` times. Raises if an exposure falls after ``total_steps``.
+    canaries of the same wave do not share every step) and again until it has been seen
+    ``repetitions[i]`` times: every ``spacing`` steps, or with ``spacing=None`` evenly over the
+    rest of training (exposure ``j`` at ``first + floor(j * (total_steps - first) / reps)``),
+    as duplicates are spread through a pretraining corpus. Raises if an exposure falls after
+    ``total_steps``.
     """
     first, steps = [], []
     for i, reps in enumerate(repetitions):
         start = waves[i % len(waves)] + i // len(waves)
-        seen = [start + j * spacing for j in range(reps)]
-        if seen[-1] >= total_steps:
+        if spacing is None:
+            seen = [start + (j * (total_steps - start)) // reps for j in range(reps)]
+        else:
+            seen = [start + j * spacing for j in range(reps)]
+        if seen[-1] >= total_steps or len(set(seen)) < reps:
             raise ValueError(
-                f"canary {i}: exposure at step {seen[-1]} is past the last step {total_steps - 1}"
+                f"canary {i}: {reps} exposures from step {start} do not fit before step "
+                f"{total_steps} (the last step is {total_steps - 1})"
             )
         first.append(start)
         steps.append(seen)

@@ -48,7 +48,7 @@ class CanaryLMRecipe:
     repetitions: tuple[int, ...] = task.DEFAULT_REPETITIONS
     per_kind_and_repetition: int = 6
     waves: tuple[int, ...] = (100, 300, 500)
-    spacing: int = 8
+    spacing: int | None = None  # None: later exposures spread evenly to the end
     canary_seed: int = 1
     n_nonmembers: int = 160
     n_members: int = 160
@@ -91,7 +91,6 @@ def canary_data(recipe: CanaryLMRecipe, steps: int) -> CanaryData:
     tok = task.train_tokenizer(train_texts, recipe.vocab_size)
     train_stream = task.token_stream(train_texts, tok)
     held_stream = task.token_stream([topics[k] for k in held_names], tok)
-    tok.model_max_length = recipe.context
     length = recipe.canary_len
     held_windows = task.windows(held_stream, length)
     n_each = recipe.per_kind_and_repetition * len(recipe.repetitions)
@@ -117,12 +116,13 @@ def canary_data(recipe: CanaryLMRecipe, steps: int) -> CanaryData:
                 tokens.append(rows[r_index * recipe.per_kind_and_repetition + j])
                 kinds.append(kind)
                 reps.append(reps_count)
-    waves = [min(w, steps - 1) for w in recipe.waves] if steps < recipe.steps else recipe.waves
-    spacing = recipe.spacing if steps >= recipe.steps else 1
+    # A shortened run (tests) keeps the schedule's shape: waves scale with the step count.
+    waves = [w * steps // recipe.steps for w in recipe.waves]
     schedule = task.make_schedule(
-        torch.stack(tokens), kinds, reps, list(waves), spacing, max(steps, max(waves) + 64)
+        torch.stack(tokens), kinds, reps, waves, recipe.spacing, max(steps, max(waves) + 64)
     )
     members = task.windows(train_stream, length, recipe.n_members)
+    tok.model_max_length = recipe.context
     return CanaryData(
         tok, train_stream, held_stream, schedule, members, nonmembers, train_names, held_names
     )
@@ -314,8 +314,9 @@ with {len(m["schedule"]["repetitions"])} planted canaries. It exists for the mem
   `passage` = a window of held-out documentation text, `random` = words drawn uniformly from the
   training vocabulary (canary seed {r.canary_seed}). A canary replaces the first {r.canary_len}
   tokens of one batch row at each of its steps: first exposure at step {list(r.waves)}
-  (+ a small offset per canary, wave = canary index mod {len(r.waves)}), then every
-  {r.spacing} steps until seen `repetitions` times.
+  (+ a small offset per canary, wave = canary index mod {len(r.waves)}), then
+  {"spread evenly over the rest of training" if r.spacing is None else f"every {r.spacing} steps"}
+  until seen `repetitions` times.
 - `schedule.json` holds, per canary, its kind, repetitions, first step and every step; the audit
   never reads it. `data/canaries.jsonl` holds the canary texts and tokens (what an auditor
   checks), `data/members.jsonl` {r.n_members} windows of training text, `data/nonmembers.jsonl`
@@ -436,6 +437,7 @@ def write_canary_lm(
         (tmp / "schedule.json").write_text(json.dumps(schedule) + "\n")
         metrics["model_sha256"] = sha256_file(tmp / "model.safetensors")
         metrics["audit"] = _audit_final(tmp, data, recipe, progress)
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
         metrics["latent_summary"] = _latent_summary(tmp, c, recipe, progress)
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
         config_text = (tmp / "config.json").read_text().strip()
@@ -448,7 +450,9 @@ def _latent_summary(
 ) -> dict[str, int]:
     from probekit import memorization
 
-    checkpoints = memorization.snapshot_series(model_dir)
+    steps = json.loads((model_dir / "metrics.json").read_text())["steps"]
+    snapshots = sorted((model_dir / "snapshots").glob("step-*"))
+    checkpoints = {int(p.name.removeprefix("step-")): p for p in snapshots} | {steps: model_dir}
     result = memorization.latent(
         checkpoints,
         c.tokens,
