@@ -533,6 +533,25 @@ def spacing_orientation(sacs: Any, extent: Extent | None = None, n_peaks: int = 
 # ----------------------------------------------------------------------------- modules
 
 
+def _merge_close_components(
+    labels: np.ndarray,
+    log_spacing: np.ndarray,
+    theta6: np.ndarray,
+    max_dlog: float,
+    max_dtheta6: float,
+) -> np.ndarray:
+    """Relabel so that components with close means (both criteria) share one label, transitively."""
+    comps = np.unique(labels)
+    mean_log = np.array([log_spacing[labels == c].mean() for c in comps])
+    mean_dir = np.array([np.angle(np.exp(1j * theta6[labels == c]).mean()) for c in comps])
+    d_log = np.abs(mean_log[:, None] - mean_log[None, :])
+    d_dir = np.abs(np.angle(np.exp(1j * (mean_dir[:, None] - mean_dir[None, :]))))
+    from scipy.sparse.csgraph import connected_components
+
+    _, merged = connected_components((d_log < max_dlog) & (d_dir < max_dtheta6), directed=False)
+    return merged[np.searchsorted(comps, labels)]
+
+
 def _cluster_modules(
     spacing: np.ndarray,
     orientation: np.ndarray,
@@ -548,7 +567,11 @@ def _cluster_modules(
     ``(cos 6 theta, sin 6 theta) / (6 orientation_tol)``, so one unit of distance is a
     ``spacing_tol`` relative spacing change or ``orientation_tol`` radians of orientation. A
     Gaussian mixture (spherical, variance floor 0.25, i.e. half a unit of spread) is fitted for
-    k = 1..max_modules and k chosen by BIC.
+    k = 1..max_modules and k chosen by BIC. A mixture also cuts a continuum (one spacing,
+    orientations spread over the circle) into pieces, which are not modules: components whose
+    mean spacings differ by less than ``3 spacing_tol`` (relative) and mean orientations by less
+    than ``4 orientation_tol`` are merged, transitively, so a module is separated from the next
+    by a gap in spacing or orientation.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -571,6 +594,9 @@ def _cluster_modules(
         bic = gm.bic(feats)
         if bic < best_bic - 1e-9:
             best_bic, best_labels = bic, gm.predict(feats)
+    best_labels = _merge_close_components(
+        best_labels, np.log(spacing), theta, 3 * spacing_tol, 4 * 6 * orientation_tol
+    )
     labels = np.full(n, -1, dtype=np.int64)
     kept = [c for c in np.unique(best_labels) if (best_labels == c).sum() >= min_units]
     kept.sort(key=lambda c: np.median(spacing[best_labels == c]))
@@ -589,7 +615,8 @@ class GridModules:
             ``score_pass`` (score60 > threshold), ``regular`` (a regular six-peak ring),
             ``module`` (-1 for non-grid units and grid units in no module).
         summary: ``n_units``, ``n_score_pass``, ``n_grid``, ``n_modules``, ``spacings`` (per-module mean,
-            ascending), ``spacing_sds``, ``orientations`` (per-module circular mean),
+            ascending), ``spacing_sds``, ``orientations`` (per-module circular mean), ``orientation_sds``
+            (circular sd, degrees),
             ``module_sizes``, ``spacing_ratios`` (consecutive), ``threshold``, ``null``
             (what the null scores are) and ``null_p95`` (95th percentile of the null).
         ratemaps, sacs: the inputs and their autocorrelograms; ``null_scores``: score60 under
@@ -829,13 +856,14 @@ def modules(
     else:
         null = np.asarray(_as_numpy(null_scores, "null_scores")).ravel()
         null_kind = "given (e.g. circularly shifted activity)"
-    spacings, sds, orients, sizes = [], [], [], []
+    spacings, sds, orients, orient_sds, sizes = [], [], [], [], []
     for m in range(int(labels.max()) + 1 if len(labels) else 0):
         part = frame[frame["module"] == m]
         spacings.append(float(part["spacing"].mean()))
         sds.append(float(part["spacing"].std(ddof=0)))
         z = np.exp(6j * np.radians(part["orientation"].to_numpy())).mean()
         orients.append(float(np.degrees(np.angle(z)) / 6 % 60.0))
+        orient_sds.append(float(np.degrees(np.sqrt(-2 * np.log(max(abs(z), 1e-12)))) / 6))
         sizes.append(len(part))
     finite_null = null[np.isfinite(null)]
     summary = {
@@ -848,6 +876,7 @@ def modules(
         "spacings": spacings,
         "spacing_sds": sds,
         "orientations": orients,
+        "orientation_sds": orient_sds,
         "module_sizes": sizes,
         "spacing_ratios": [b / a for a, b in zip(spacings[:-1], spacings[1:])],
         "null": null_kind,

@@ -238,6 +238,18 @@ def test_modules_recovered_from_synthetic_population(n_modules):
         np.testing.assert_allclose(res.summary["spacing_ratios"], want[1:] / want[:-1], rtol=0.06)
 
 
+def test_one_spacing_with_orientations_spread_is_one_module_not_many():
+    # a continuum of orientations at one spacing: a mixture cuts it up; the detector must not
+    spec = [(0.4, float(o)) for o in np.arange(0.0, 60.0, 3.0)]
+    pop = grid.synthetic_population(
+        modules=spec, cells_per_module=2, n_place=0, n_band=0, n_random=0, seed=8
+    )
+    res = grid.modules(pop.ratemaps, extent=pop.extent)
+    assert res.summary["n_grid"] == 40 and res.summary["n_modules"] == 1
+    assert res.summary["spacings"][0] == pytest.approx(0.4, rel=0.05)
+    assert res.summary["orientation_sds"][0] > 10.0
+
+
 def test_modules_through_activations_and_shuffle_null():
     pop = grid.synthetic_population(
         modules=[(0.3, 10.0), (0.45, 40.0)],
