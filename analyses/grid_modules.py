@@ -130,8 +130,14 @@ def analyse(quick: bool = False, seed: int = 0) -> tuple[GridStudy, list[Any]]:
         )
     elif t["n_grid"] > u["n_grid"] and t["n_grid"] >= 3:
         verdict = (
-            f"grid-rnn shows {t['n_grid']} grid cells ({u['n_grid']} untrained) but "
-            f"{'one module' if t['n_modules'] == 1 else 'no module'}, not several."
+            f"grid-rnn shows {t['n_grid']} of {t['n_units']} units as grid cells "
+            f"({u['n_grid']} untrained) but "
+            + (
+                f"all in one module (spacing {t['spacings'][0]:.2f} m): no discrete modules of "
+                "different spacing."
+                if t["n_modules"] == 1
+                else "no module."
+            )
         )
     else:
         verdict = (
@@ -206,7 +212,7 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     out = Path(out)
     study, results = analyse(quick=quick)
     page = pk.report.write(results, out / "grid_modules.html", title=study.title)
-    return {"title": study.title, "path": page.name, "description": study.summary["verdict"]}
+    return {"title": study.title, "path": page.name, "description": study.description}
 
 
 if __name__ == "__main__":
