@@ -127,3 +127,22 @@ def test_recipe_writes_a_loadable_checkpoint_with_positions(tmp_path):
         map(tuple, tc.grid_positions(16, 4).float().tolist())
     )
     assert "cog-rnn-bimt" in pk.train.RECIPES
+
+
+def test_shipped_bimt_checkpoint_matches_its_card():
+    from pathlib import Path
+
+    from probekit.train.recipes import sha256_file
+
+    root = Path(__file__).resolve().parent.parent / "checkpoints" / "cog-rnn-bimt"
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert sha256_file(root / "model.safetensors") == metrics["model_sha256"]
+    model = pk.load(root)
+    recipe = tc.CogRNNRecipe(**metrics["settings"])
+    grid = tc.grid_positions(recipe.hidden_size, recipe.grid_columns).float()
+    assert sorted(map(tuple, model.positions.tolist())) == sorted(map(tuple, grid.tolist()))
+    cost = tc.connection_cost(model.weight_hh.detach(), model.positions, recipe.A, recipe.l0)
+    assert float(cost) == pytest.approx(metrics["connection_cost"], rel=1e-4)
+    # the swaps lowered the cost the final weights would have at the initial grid order
+    assert metrics["connection_cost"] < metrics["connection_cost_initial_positions"]
+    assert len(metrics["accuracy"]) == 20
