@@ -41,6 +41,16 @@ def _model():
     return pk.load(GPT2LMHeadModel(cfg).eval(), device="cpu"), "random 6-layer GPT-2"
 
 
+def _inputs(bridge, what: str, n: int) -> torch.Tensor:
+    if what == "checkpoints/compfn":
+        from probekit.tasks.compositional import CompositionTask
+
+        task = CompositionTask()
+        return task.sample(task.in_order(), n, seed=0)[0]
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(bridge.cfg.d_vocab, (n, bridge.cfg.n_ctx), generator=gen)
+
+
 def naive_sweep(bridge, tokens: torch.Tensor, method: str) -> dict[tuple[int, int], float]:
     """One run_with_hooks per (layer, head)."""
     means = {}
@@ -67,7 +77,9 @@ def naive_sweep(bridge, tokens: torch.Tensor, method: str) -> dict[tuple[int, in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=64, help="input sequences")
+    parser.add_argument(
+        "--n", type=int, nargs="+", default=[4, 16, 64], help="input sequences (one run each)"
+    )
     parser.add_argument("--batch-size", type=int, default=512, help="rows per batched forward")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
@@ -77,40 +89,33 @@ def main() -> None:
     import probekit as pk
 
     bridge, what = _model()
-    seq = bridge.cfg.n_ctx
-    vocab = bridge.cfg.d_vocab
-    tokens = torch.randint(vocab, (args.n, seq), generator=torch.Generator().manual_seed(0))
-    if what == "checkpoints/compfn":
-        from probekit.tasks.compositional import CompositionTask
-
-        task = CompositionTask()
-        tokens, _ = task.sample(task.in_order(), args.n, seed=0)
-    n_heads = bridge.cfg.n_layers * bridge.cfg.n_heads
-    print(f"model: {what}, {bridge.cfg.n_layers} layers x {bridge.cfg.n_heads} heads")
     print(
-        f"inputs: {args.n} x {seq} tokens; {n_heads} head variants + clean; torch threads "
-        f"{args.threads}"
+        f"model: {what}, {bridge.cfg.n_layers} layers x {bridge.cfg.n_heads} heads; torch "
+        f"threads {args.threads}; rows per batched forward {args.batch_size}"
     )
-    for method in ("zero", "mean"):
-        naive_t, batched_t = [], []
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            naive = naive_sweep(bridge, tokens, method)
-            naive_t.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            result = pk.ablation.sweep(
-                bridge, tokens, "accuracy", method=method, batch_size=args.batch_size
+    for n in args.n:
+        tokens = _inputs(bridge, what, n)
+        for method in ("zero", "mean"):
+            naive_t, batched_t = [], []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                naive = naive_sweep(bridge, tokens, method)
+                naive_t.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                result = pk.ablation.sweep(
+                    bridge, tokens, "accuracy", method=method, batch_size=args.batch_size
+                )
+                batched_t.append(time.perf_counter() - t)
+            diff = max(
+                abs(row.score - naive[(row.layer, row.head)]) for row in result.frame.itertuples()
             )
-            batched_t.append(time.perf_counter() - t)
-        diff = max(
-            abs(row.score - naive[(row.layer, row.head)]) for row in result.frame.itertuples()
-        )
-        best_naive, best_batched = min(naive_t), min(batched_t)
-        print(
-            f"{method:>5}: naive loop {best_naive:7.3f} s | batched sweep {best_batched:7.3f} s "
-            f"| speed-up {best_naive / best_batched:5.2f}x | max |score diff| {diff:.2e} "
-            f"(best of {args.repeats})"
-        )
+            best_naive, best_batched = min(naive_t), min(batched_t)
+            print(
+                f"n={n:3d} x {tokens.shape[1]} tokens, {method:>4}: naive loop {best_naive:7.3f} s"
+                f" | batched sweep {best_batched:7.3f} s | speed-up "
+                f"{best_naive / best_batched:5.2f}x | max |score diff| {diff:.1e} "
+                f"(best of {args.repeats})"
+            )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MiB")
 
