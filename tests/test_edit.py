@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,13 +110,15 @@ def test_rome_edit_outputs_new_object_with_rank_one_change(kind, request):
     after = pk.edit.success(edited, [edit])
     assert after.success[0] and after.target_prob[0] > before.target_prob[0]
     assert pk.fingerprint(model) == fingerprint
-    assert torch.equal(pk.edit.success(model, [edit]).target_prob.values, before.target_prob.values)
+    unchanged = pk.edit.success(model, [edit]).target_prob.to_numpy()
+    assert np.array_equal(unchanged, before.target_prob.to_numpy())
     # Only layer 1's MLP output projection changed, by a rank-one matrix.
     changed = _changed(model, edited)
     assert len(changed) == 1 and "1" in changed[0]
     diff = weight_view(mlp_out_proj(edited, 1)) - weight_view(mlp_out_proj(model, 1))
+    # float32 weights: W + dW - W carries rounding noise ~1e-7 |W|, far below dW's one direction
     singular = torch.linalg.svdvals(diff.double())
-    assert singular[1] / singular[0] < 1e-5
+    assert singular[1] / singular[0] < 1e-3
 
 
 def test_memit_batch_spreads_over_layers_and_takes(gpt2):
@@ -129,8 +132,9 @@ def test_memit_batch_spreads_over_layers_and_takes(gpt2):
     for layer in (0, 1):
         diff = weight_view(mlp_out_proj(edited, layer)) - weight_view(mlp_out_proj(gpt2, layer))
         assert diff.abs().max() > 0
-        # at most one direction per request
-        assert torch.linalg.matrix_rank(diff.double(), rtol=1e-6).item() <= len(requests)
+        # at most one direction per request (above float32 rounding noise)
+        singular = torch.linalg.svdvals(diff.double())
+        assert singular[len(requests)] / singular[0] < 1e-3
 
 
 def test_finetune_baseline_takes_and_leaves_original(gpt2):
