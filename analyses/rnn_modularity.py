@@ -50,8 +50,8 @@ class Comparison:
 
 def _model_row(name: str, quick: bool) -> tuple[dict[str, Any], list[Any]]:
     model = pk.load(ROOT / "checkpoints" / name)
-    n_trials = 16 if quick else 64
-    acc = evaluate(model, n_trials=16 if quick else 128, seed=777)
+    n_trials = 16 if quick else 32
+    acc = evaluate(model, n_trials=16 if quick else 64, seed=777)
     tv = pk.modularity.task_variance(model, n_trials=n_trials, seed=0)
     clusters = pk.modularity.cluster(
         tv,
@@ -68,7 +68,7 @@ def _model_row(name: str, quick: bool) -> tuple[dict[str, Any], list[Any]]:
         model.W_rec, clusters.labels, positions=positions, n_null=100, seed=0
     )
     lesions = pk.modularity.lesion(
-        model, None, clusters.labels, n_trials=8 if quick else 64, seed=1
+        model, None, clusters.labels, n_trials=8 if quick else 32, seed=1
     )
     for result, what in (
         (clusters, "functional clusters"),
@@ -175,7 +175,7 @@ def analyse(quick: bool = False) -> list[Any]:
             f"{m}_locality": row["locality"],
         }
     description = (
-        f"{verdict} Accuracy from 128 fresh trials per task (16 in quick mode). Q, within fraction "
+        f"{verdict} Accuracy from 64 fresh trials per task (16 in quick mode; the cards use 256). Q, within fraction "
         "and locality are measured on each model's own functional clusters; z-scores compare "
         "with 100 shuffles of those labels (positive = more modular than chance; for locality, "
         "positive = units of a cluster closer together than chance). BIMT's positions are its "
