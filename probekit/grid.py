@@ -31,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import sys
@@ -154,7 +155,7 @@ def ratemaps(
 # ----------------------------------------------------------------------------- autocorrelogram
 
 
-def autocorrelogram(maps: Any) -> np.ndarray:
+def autocorrelogram(maps: Any, chunk: int = 128) -> np.ndarray:
     """Spatial autocorrelogram of every rate map, NaN-aware.
 
     ``sac[u, ny - 1 + dy, nx - 1 + dx]`` is the Pearson correlation between ``map[u, y, x]`` and
@@ -167,9 +168,17 @@ def autocorrelogram(maps: Any) -> np.ndarray:
 
     Returns:
         ``[units, 2 ny - 1, 2 nx - 1]`` float64, centre ``[ny - 1, nx - 1]`` (1 for a
-        non-constant map).
+        non-constant map). Computed ``chunk`` units at a time, so the working set stays in cache.
     """
     x = _check_maps(maps, "maps")
+    u, ny, nx = x.shape
+    out = np.empty((u, 2 * ny - 1, 2 * nx - 1))
+    for lo in range(0, u, chunk):
+        out[lo : lo + chunk] = _autocorrelogram_block(x[lo : lo + chunk])
+    return out
+
+
+def _autocorrelogram_block(x: np.ndarray) -> np.ndarray:
     _, ny, nx = x.shape
     valid = np.isfinite(x)
     n_valid = valid.sum(axis=(1, 2), keepdims=True)
@@ -328,7 +337,7 @@ def annulus_masks(shape: tuple[int, int], n: int | None = None) -> tuple[np.ndar
 
 
 def grid_scores_from_sac(
-    sac: Any, method: str = "banino", chunk: int = 256
+    sac: Any, method: str = "banino", chunk: int = 128
 ) -> dict[str, np.ndarray]:
     """Grid scores of autocorrelograms ``[units, h, w]`` (NaN read as 0, as the reference does).
 
@@ -342,6 +351,24 @@ def grid_scores_from_sac(
     if method not in ("banino", "min_max"):
         raise ValueError(f"method must be 'banino' or 'min_max', got {method!r}")
     s = np.nan_to_num(_check_maps(sac, "sac"), nan=0.0)
+    with _single_thread_blas():
+        return _scores_from_sac(s, method, chunk)
+
+
+@contextlib.contextmanager
+def _single_thread_blas():
+    """The products here are small ([10, ~1200] @ [~1200, chunk]); a multi-threaded BLAS spends
+    far longer synchronising its threads than computing them, badly so on a busy machine."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _scores_from_sac(s: np.ndarray, method: str, chunk: int) -> dict[str, np.ndarray]:
     u, h, w = s.shape
     op, pixels, masks, area = _annulus_operator((h, w))
     n_ang = len(ANGLES)
@@ -407,7 +434,7 @@ class GridScores:
 
 
 def score(
-    ratemaps: Any, method: str = "banino", threshold: float = 0.3, chunk: int = 256
+    ratemaps: Any, method: str = "banino", threshold: float = 0.3, chunk: int = 128
 ) -> GridScores:
     """Grid scores of rate maps ``[units, ny, nx]`` (NaN = unvisited; see :func:`ratemaps`).
 
@@ -419,7 +446,7 @@ def score(
     maps = _check_maps(ratemaps)
     if method not in ("banino", "min_max"):
         raise ValueError(f"method must be 'banino' or 'min_max', got {method!r}")
-    sacs = autocorrelogram(maps)
+    sacs = autocorrelogram(maps, chunk=chunk)
     res = grid_scores_from_sac(sacs, method=method, chunk=chunk)
     h, w = sacs.shape[1:]
     constant = ~np.isfinite(sacs[:, h // 2, w // 2])

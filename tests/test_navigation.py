@@ -23,8 +23,8 @@ SHIPPED = ROOT / "checkpoints" / "grid-rnn"
 
 
 def test_trajectories_integrate_velocity_and_stay_in_the_box():
-    traj = navigation.trajectories(64, 250, box=(1.0, 0.6), seed=3)
-    assert traj.velocity.shape == (64, 250, 2) and traj.positions.shape == (64, 250, 2)
+    traj = navigation.trajectories(32, 200, box=(1.0, 0.6), seed=3)
+    assert traj.velocity.shape == (32, 200, 2) and traj.positions.shape == (32, 200, 2)
     integrated = traj.start[
         :, None
     ].double() + navigation.DEFAULT_DT * traj.velocity.double().cumsum(1)
@@ -36,7 +36,7 @@ def test_trajectories_integrate_velocity_and_stay_in_the_box():
     assert outside.float().mean() < 0.03
     assert (pos[..., 0].abs() - 0.5).max() < 0.08 and (pos[..., 1].abs() - 0.3).max() < 0.08
     # without wall avoidance (no border region) a quarter of these walks would leave the box
-    free = navigation.trajectories(64, 250, box=(1.0, 0.6), border=0.0, seed=3).positions
+    free = navigation.trajectories(32, 200, box=(1.0, 0.6), border=0.0, seed=3).positions
     assert ((free[..., 0].abs() > 0.5) | (free[..., 1].abs() > 0.3)).float().mean() > 0.2
     # the heading is the direction of each step's velocity
     unit = traj.velocity / traj.velocity.norm(dim=-1, keepdim=True)
@@ -50,7 +50,7 @@ def test_trajectories_are_seeded_and_speeds_rayleigh():
     c = navigation.trajectories(8, 50, seed=2)
     assert torch.equal(a.positions, b.positions) and not torch.equal(a.positions, c.positions)
     # in a huge box no wall is ever near: speeds are Rayleigh(scale), mean scale * sqrt(pi / 2)
-    free = navigation.trajectories(400, 50, box=(1e4, 1e4), seed=0)
+    free = navigation.trajectories(200, 40, box=(1e4, 1e4), seed=0)
     speed = free.velocity.norm(dim=-1)
     assert speed.mean().item() == pytest.approx(
         navigation.DEFAULT_SPEED_SCALE * math.sqrt(math.pi / 2), rel=0.02
