@@ -614,13 +614,14 @@ def _cluster_modules(
         ]
     )
     best_bic, best_labels = np.inf, np.zeros(n, dtype=np.int64)
-    for k in range(1, max(1, min(max_modules, n // max(min_units, 1))) + 1):
-        gm = GaussianMixture(
-            k, covariance_type="spherical", reg_covar=0.25, n_init=3, random_state=seed
-        ).fit(feats)
-        bic = gm.bic(feats)
-        if bic < best_bic - 1e-9:
-            best_bic, best_labels = bic, gm.predict(feats)
+    with _single_thread_blas():
+        for k in range(1, max(1, min(max_modules, n // max(min_units, 1))) + 1):
+            gm = GaussianMixture(
+                k, covariance_type="spherical", reg_covar=0.25, n_init=3, random_state=seed
+            ).fit(feats)
+            bic = gm.bic(feats)
+            if bic < best_bic - 1e-9:
+                best_bic, best_labels = bic, gm.predict(feats)
     best_labels = _merge_close_components(
         best_labels, np.log(spacing), theta, 3 * spacing_tol, 4 * 6 * orientation_tol
     )
