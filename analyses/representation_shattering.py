@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 import torch
 
 import probekit as pk
+from probekit.edit.request import optimise_output_shift
 from probekit.tasks import knowledge_graph as kg
 from probekit.train.knowledge_graph import load_graph
 
@@ -87,8 +88,9 @@ def run(out: Path, quick: bool = False) -> dict[str, Any]:
     graph = load_graph(CHECKPOINT)
     metrics = json.loads((CHECKPOINT / "metrics.json").read_text())
     n_layers = int(model.cfg.n_layers)
-    layer = 0
-    memit_layers = list(range(max(n_layers - 1, 1)))
+    layer = min(1, n_layers - 1)
+    memit_layers = list(range(layer + 1))
+    position = "last"
     methods = ["rome", "memit"]
     per_d = 1 if quick else 20
     cov_tokens = kg.walks(graph, 256 if quick else 1024, seed=1000)
@@ -104,15 +106,38 @@ def run(out: Path, quick: bool = False) -> dict[str, Any]:
         eval_items=64 if quick else 256,
         seed=0,
         progress=not quick,
+        position=position,
     )
+    # One edit pictured: the first ROME edit at the largest distance.
+    first = pk.shattering.kg_edits(graph, model, 4, 1, order=0, seed=4)[0]
+    edited = pk.edit.rome(
+        model, first.request(), layer=layer, cov_tokens=cov_tokens, position=position
+    )
+    # Why position="last": the best shift of the MLP output at the subject token alone, found
+    # without any constraint, barely moves the answer in this model.
+    at_subject = pk.edit.prepare(model, first.request(), "subject")
+    shift = optimise_output_shift(model, at_subject, layer, kl_weight=0.0, weight_decay=0.0)
+    mask = torch.zeros(1, len(at_subject.prompt), 1)
+    mask[0, at_subject.subject_position] = 1.0
+    with torch.no_grad():
+        shifted = model.run_with_hooks(
+            at_subject.prompt[None],
+            fwd_hooks=[(f"blocks.{layer}.hook_mlp_out", lambda t, hook: t + mask * shift)],
+        )
+    p_subject = float(torch.softmax(shifted[0, -1], -1)[at_subject.target])
     acc = metrics["accuracy"]
     sweep.description = (
         f"Model: checkpoints/kg-ring ({n_layers} layers; direct recall {acc['direct']:.3f}, "
         f"logical inference {acc['logical']:.3f}, compositional inference "
         f"{acc['compositional']:.3f}, chance {1 / graph.n_entities:.4f}). "
-        f"{per_d} counterfactual edit(s) per distance d = {'1 and 4' if quick else '1..4'} on ring I, each with ROME "
+        f"{per_d} counterfactual edit(s) per distance d = {'1 and 4' if quick else '1..4'} "
+        "on ring I, each with ROME "
         f"(layer {layer}) and MEMIT (layers {memit_layers}); key covariance from "
-        f"{len(cov_tokens)} training walks. R: distortion of the pairwise distances of the "
+        f"{len(cov_tokens)} training walks. The edits key on the relation token (the prompt's "
+        f"last token, position='last'), not on the subject token as ROME and MEMIT do in large "
+        f"models: in kg-ring an unconstrained shift of layer {layer}'s MLP output at the subject "
+        f"token raises p(new object) only to {p_subject:.3f} (example edit below), so the fact is "
+        "looked up at the relation token. R: distortion of the pairwise distances of the "
         f"{graph.n_entities} entity representations at blocks.{layer}.hook_resid_post, averaged "
         "over the 24 true-fact contexts of each entity (8 per ring; R_edit / R_retain / R_test "
         "use one ring's contexts). Accuracy drop: mean over direct recall on the edit ring and "
@@ -126,9 +151,6 @@ def run(out: Path, quick: bool = False) -> dict[str, Any]:
         )
     )
 
-    # One edit pictured: the first ROME edit at the largest distance.
-    first = pk.shattering.kg_edits(graph, model, 4, 1, order=0, seed=4)[0]
-    edited = pk.edit.rome(model, first.request(), layer=layer, cov_tokens=cov_tokens)
     sets = kg.evaluation_sets(graph, max_items=64 if quick else 256, seed=0)
     one = pk.shattering.measure(
         model,
@@ -150,11 +172,15 @@ def run(out: Path, quick: bool = False) -> dict[str, Any]:
     example = ExampleEdit(
         one.frame,
         one.summary
-        | {"edit_success": bool(ok.success[0]), "target_prob": float(ok.target_prob[0])},
+        | {
+            "edit_success": bool(ok.success[0]),
+            "target_prob": float(ok.target_prob[0]),
+            "p_new_object_best_subject_shift": p_subject,
+        },
         one.figures(),
         description=(
-            f"ROME edit of e{first.head} {kg.relation_name(first.relation)}: e{first.old} -> "
-            f"e{first.new} (d = 4). Entity representations before and after, coloured by the "
+            f"ROME edit (layer {layer}, position='last') of e{first.head} "
+            f"{kg.relation_name(first.relation)}: e{first.old} -> e{first.new} (d = 4). Entity representations before and after, coloured by the "
             "position on ring I (the edited ring), the edited subject starred. PCA of 'after' "
             "uses the 'before' axes; Isomap and UMAP are fitted on each set."
         ),

@@ -553,6 +553,7 @@ def sweep(
     seed: int = 0,
     progress: bool = True,
     edit_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    position: str = "subject",
 ) -> SweepResult:
     """Counterfactual edits of a kg-ring-style model at each distance, with each method.
 
@@ -565,7 +566,8 @@ def sweep(
     before and after on direct recall of the edit and retain rings (edited fact excluded),
     logical and compositional inference (``eval_items`` prompts each), and the drop (mean over
     the four). The model is edited in place on one working copy and restored after each edit.
-    ``model`` itself is never changed.
+    ``model`` itself is never changed. ``position``: the token whose MLP key ROME / MEMIT
+    rewrite (``"subject"`` or ``"last"``, see :func:`probekit.edit.prepare`).
     """
     import pandas as pd
 
@@ -641,11 +643,13 @@ def sweep(
                 skip = (e.head, e.relation_token)
                 base_acc = accs(base_hits, skip)
                 if method == "rome":
-                    deltas = rome_deltas(work, request, layer, cov[layer], **kwargs)
+                    deltas = rome_deltas(work, request, layer, cov[layer], position, **kwargs)
                     apply_deltas(work, deltas)
                 elif method == "memit":
                     mom2 = kwargs.pop("mom2_weight", 10.0)
-                    deltas = memit_deltas(work, [request], memit_layers, cov, mom2, **kwargs)
+                    deltas = memit_deltas(
+                        work, [request], memit_layers, cov, mom2, position, **kwargs
+                    )
                     kwargs["mom2_weight"] = mom2
                     apply_deltas(work, deltas)
                 else:

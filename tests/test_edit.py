@@ -166,6 +166,10 @@ def test_bad_requests_give_clear_errors(gpt2):
         pk.edit.rome(gpt2, pk.edit.EditRequest("w3", "w1", "w2"), layer=3, cov_tokens=COV_TOKENS)
     with pytest.raises(ValueError, match=r"layers must be an integer in 0\.\.2, got -1"):
         pk.edit.memit(gpt2, [pk.edit.EditRequest("w3", "w1", "w2")], layers=[-1, 1])
+    with pytest.raises(ValueError, match="position must be 'subject' or 'last'"):
+        pk.edit.rome(
+            gpt2, pk.edit.EditRequest("w3", "w1", "w2"), cov_tokens=COV_TOKENS, position="middle"
+        )
     with pytest.raises(ValueError, match="give cov_tokens"):
         pk.edit.rome(gpt2, pk.edit.EditRequest("w3", "w1", "w2"))
     with pytest.raises(ValueError, match="request must be a probekit.edit.EditRequest"):

@@ -40,10 +40,11 @@ def memit_deltas(
     layers: Sequence[int],
     covariance: dict[int, torch.Tensor],
     mom2_weight: float = 10.0,
+    position: str = "subject",
     **shift_kwargs: Any,
 ) -> dict[int, torch.Tensor]:
     """``{layer: Delta W}`` for ``requests``; ``model`` is temporarily updated, then restored."""
-    prepared = [prepare(model, r) for r in requests]
+    prepared = [prepare(model, r, position) for r in requests]
     layers = sorted(layers)
     last = layers[-1]
     resid_hook = f"blocks.{last}.hook_resid_post"
@@ -77,6 +78,7 @@ def memit(
     covariance: dict[int, torch.Tensor] | None = None,
     cov_tokens: torch.Tensor | None = None,
     mom2_weight: float = 10.0,
+    position: str = "subject",
     steps: int = 40,
     lr: float = 0.2,
     kl_weight: float = 0.0625,
@@ -85,7 +87,8 @@ def memit(
     """Write a batch of facts with least-squares updates spread over ``layers``.
 
     ``requests``: one or more :class:`EditRequest`; ``covariance``: ``{layer: [d_mlp, d_mlp]}``
-    or estimated from ``cov_tokens [N, L]``; ``mom2_weight``: lambda above. Returns a new model;
+    or estimated from ``cov_tokens [N, L]``; ``mom2_weight``: lambda above; ``position``:
+    ``"subject"`` (MEMIT) or ``"last"`` (keys at the prompt's last token). Returns a new model;
     ``model`` is unchanged (same fingerprint).
     """
     if isinstance(requests, EditRequest):
@@ -101,7 +104,7 @@ def memit(
     if not mom2_weight >= 0:
         raise ValueError(f"mom2_weight must be >= 0, got {mom2_weight!r}")
     for request in requests:
-        prepare(model, request)
+        prepare(model, request, position)
     cov = _covariance(model, layers, covariance, cov_tokens)
     edited = copy_model(model)
     deltas = memit_deltas(
@@ -110,6 +113,7 @@ def memit(
         layers,
         cov,
         mom2_weight,
+        position,
         steps=steps,
         lr=lr,
         kl_weight=kl_weight,

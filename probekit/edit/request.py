@@ -44,11 +44,14 @@ class EditRequest:
 
 @dataclass(frozen=True)
 class PreparedRequest:
-    """``prompt``: ``LongTensor [L]``; ``subject_position``: index of the subject's last token."""
+    """``prompt``: ``LongTensor [L]``; ``subject_position``: index of the subject's last token;
+    ``position``: the token whose MLP key is edited (the subject's last token, or the prompt's
+    last token for ``position="last"``)."""
 
     prompt: torch.Tensor
     subject_position: int
     target: int
+    position: int
 
 
 # ----------------------------------------------------------------------------- validation
@@ -83,8 +86,18 @@ def _ids(model: Any, part: str | Sequence[int], what: str, allow_empty: bool) ->
     return ids
 
 
-def prepare(model: Any, request: EditRequest) -> PreparedRequest:
-    """Token ids of ``request`` for ``model``, with clear errors for anything out of vocabulary."""
+EDIT_POSITIONS = ("subject", "last")
+
+
+def prepare(model: Any, request: EditRequest, position: str = "subject") -> PreparedRequest:
+    """Token ids of ``request`` for ``model``, with clear errors for anything out of vocabulary.
+
+    ``position``: which token's MLP key the edit rewrites: ``"subject"`` (the subject's last
+    token, as in ROME and MEMIT) or ``"last"`` (the prompt's last token, for models that look a
+    fact up at the relation token rather than at the subject; see the kg-ring study).
+    """
+    if position not in EDIT_POSITIONS:
+        raise ValueError(f"position must be 'subject' or 'last', got {position!r}")
     if not isinstance(request, EditRequest):
         raise ValueError(
             f"request must be a probekit.edit.EditRequest, got {type(request).__name__}"
@@ -110,7 +123,9 @@ def prepare(model: Any, request: EditRequest) -> PreparedRequest:
     n_ctx = int(model.cfg.n_ctx)
     if len(prompt) > n_ctx:
         raise ValueError(f"the request's prompt has {len(prompt)} tokens, the model takes {n_ctx}")
-    return PreparedRequest(prompt, len(prefix) + len(subject) - 1, target_id)
+    subject_position = len(prefix) + len(subject) - 1
+    edit_position = subject_position if position == "subject" else len(prompt) - 1
+    return PreparedRequest(prompt, subject_position, target_id, edit_position)
 
 
 def check_layer(model: Any, layer: int, what: str = "layer") -> int:
@@ -190,26 +205,26 @@ def key_covariance(
 
 @torch.no_grad()
 def subject_keys(model: Any, prepared: Sequence[PreparedRequest], layer: int) -> torch.Tensor:
-    """MLP keys of ``layer`` at each request's subject position: ``[n_requests, d_mlp]``."""
+    """MLP keys of ``layer`` at each request's edit position: ``[n_requests, d_mlp]``."""
     name = key_hook(model, layer)
     keys = []
     for item in prepared:
         _, cache = model.run_with_cache(
             item.prompt[None].to(_device(model)), names_filter=lambda n: n == name
         )
-        keys.append(cache[name][0, item.subject_position].float())
+        keys.append(cache[name][0, item.position].float())
     return torch.stack(keys)
 
 
 @torch.no_grad()
 def residual_at_subject(model: Any, prepared: Sequence[PreparedRequest], hook: str) -> torch.Tensor:
-    """Activation at ``hook`` at each request's subject position: ``[n_requests, d]``."""
+    """Activation at ``hook`` at each request's edit position: ``[n_requests, d]``."""
     rows = []
     for item in prepared:
         _, cache = model.run_with_cache(
             item.prompt[None].to(_device(model)), names_filter=lambda n: n == hook
         )
-        rows.append(cache[hook][0, item.subject_position].float())
+        rows.append(cache[hook][0, item.position].float())
     return torch.stack(rows)
 
 
@@ -236,7 +251,7 @@ def optimise_output_shift(
     weight_decay: float = 0.01,
     stop_prob: float = 0.98,
 ) -> torch.Tensor:
-    """Shift ``delta [d_model]`` of layer ``layer``'s MLP output at the subject position.
+    """Shift ``delta [d_model]`` of layer ``layer``'s MLP output at the edit position.
 
     Minimises ``-log p(target | prompt)`` + ``kl_weight`` * KL(original || shifted) of the
     next-token distribution at the subject position (ROME's "essence" term: the subject
@@ -246,12 +261,13 @@ def optimise_output_shift(
     """
     device = _device(model)
     prompt = prepared.prompt[None].to(device)
-    pos, target = prepared.subject_position, prepared.target
+    pos, target = prepared.position, prepared.target
+    subject = prepared.subject_position
     hook = mlp_out_hook(model, layer)
     resid = f"blocks.{layer}.hook_resid_post"
     with torch.no_grad():
         logits, cache = model.run_with_cache(prompt, names_filter=lambda n: n == resid)
-        base_logp = torch.log_softmax(logits[0, pos].float(), dim=-1)
+        base_logp = torch.log_softmax(logits[0, subject].float(), dim=-1)
         scale = cache[resid][0, pos].float().pow(2).sum().clamp_min(1e-12)
     d_model = int(model.cfg.d_model)
     delta = torch.zeros(d_model, device=device, requires_grad=True)
@@ -269,7 +285,7 @@ def optimise_output_shift(
             nll = -logp[-1, target]
             if float(torch.exp(-nll.detach())) >= stop_prob:
                 break
-            kl = torch.sum(base_logp.exp() * (base_logp - logp[pos]))
+            kl = torch.sum(base_logp.exp() * (base_logp - logp[subject]))
             loss = nll + kl_weight * kl + weight_decay * delta.pow(2).sum() / scale
             opt.zero_grad()
             loss.backward()

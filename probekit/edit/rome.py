@@ -54,10 +54,11 @@ def rome_deltas(
     request: EditRequest,
     layer: int,
     covariance: torch.Tensor,
+    position: str = "subject",
     **shift_kwargs: Any,
 ) -> dict[int, torch.Tensor]:
     """``{layer: Delta W [d_out, d_mlp]}`` for ``request``, without changing ``model``."""
-    item = prepare(model, request)
+    item = prepare(model, request, position)
     shift = optimise_output_shift(model, item, layer, **shift_kwargs)
     key = subject_keys(model, [item], layer)[0]
     return {layer: rank_one_update(key, shift, covariance.to(key))}
@@ -109,6 +110,7 @@ def rome(
     *,
     covariance: dict[int, torch.Tensor] | torch.Tensor | None = None,
     cov_tokens: torch.Tensor | None = None,
+    position: str = "subject",
     steps: int = 40,
     lr: float = 0.2,
     kl_weight: float = 0.0625,
@@ -118,18 +120,20 @@ def rome(
 
     ``model``: a bridge (``pk.load``); ``request``: :class:`EditRequest`. The key covariance is
     ``covariance`` (``[d_mlp, d_mlp]`` or ``{layer: ...}``) or estimated from ``cov_tokens
-    [N, L]``. ``steps``, ``lr``, ``kl_weight``, ``weight_decay`` control the search for the
+    [N, L]``. ``position``: ``"subject"`` (ROME) or ``"last"`` (key at the prompt's last
+    token). ``steps``, ``lr``, ``kl_weight``, ``weight_decay`` control the search for the
     value vector. Returns a new model; ``model`` is unchanged (same fingerprint). Check the
     result with :func:`probekit.edit.success`.
     """
     check_layer(model, layer)
-    prepare(model, request)  # validate before any expensive work
+    prepare(model, request, position)  # validate before any expensive work
     cov = _covariance(model, [layer], covariance, cov_tokens)
     deltas = rome_deltas(
         model,
         request,
         layer,
         cov[layer],
+        position,
         steps=steps,
         lr=lr,
         kl_weight=kl_weight,
