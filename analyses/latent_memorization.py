@@ -72,10 +72,15 @@ def analyse(quick: bool = False) -> list[Any]:
         members, nonmembers = members[::4], nonmembers[::4]
     model = pk.load(CHECKPOINT)
 
-    # 1. audit of the canaries on the final model
-    audit = mem.audit(model, canaries)
-    frame = audit.frame.assign(kind=kinds, repetitions=reps)
+    # 1. audit of the canaries on the final model (one batched call for canaries, training
+    # windows and held-out windows: decoding cost grows with calls more than with batch size)
+    everything = np.concatenate([canaries, members, nonmembers])
+    audit = mem.audit(model, everything, batch_size=256)
+    full = audit.frame
+    n_c = len(canaries)
+    frame = full.iloc[:n_c].reset_index(drop=True).assign(kind=kinds, repetitions=reps)
     audit.frame = frame
+    audit.summary = _counts(frame) | {"prefix_len": 32, "suffix_len": 64, "lev_threshold": 10}
     audit.title = f"Audit of the {len(canaries)} canaries (final model)"
     audit.description = (
         "Every canary audited on the final model: 32-token prefix, greedy 64-token suffix, "
@@ -126,9 +131,8 @@ def analyse(quick: bool = False) -> list[Any]:
     )
 
     # 2. membership: training windows vs held-out windows
-    both = np.concatenate([members, nonmembers])
     labels = np.r_[np.ones(len(members), bool), np.zeros(len(nonmembers), bool)]
-    scored = mem.audit(model, both, include_text=False)
+    scored = full.iloc[n_c:].drop(columns="text").reset_index(drop=True)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         membership = mem.membership(scored, labels, n_bootstrap=200 if quick else 1000)
@@ -147,7 +151,7 @@ def analyse(quick: bool = False) -> list[Any]:
 
     # 4. perturbation recovery on the canaries seen once
     once = np.flatnonzero(reps == 1)
-    draws = 2 if quick else 32
+    draws = 1 if quick else 32
     pert = mem.perturbation_recovery(model, canaries[once], draws=draws, sigma=2e-3, seed=0)
     pert.frame.insert(0, "canary", once)
     pert.frame.insert(1, "kind", kinds[once])
@@ -172,6 +176,17 @@ def analyse(quick: bool = False) -> list[Any]:
         f" -> mean min lev {pert.summary['mean_min_lev']:.1f}."
     )
     return [canary_table, scaling, audit, membership, latent, pert]
+
+
+def _counts(frame: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "sequences": len(frame),
+        "memorized": int(frame["memorized"].sum()),
+        "memorized_rate": float(frame["memorized"].mean()),
+        "exact_match": int(frame["exact_match"].sum()),
+        "median_lev": float(frame["lev"].median()),
+        "mean_ce": float(frame["ce"].mean()),
+    }
 
 
 def _findings(

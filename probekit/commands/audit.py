@@ -218,7 +218,8 @@ def _run(args: argparse.Namespace) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    model = pk.load(args.model)
+    # Scoring needs no hooks: Hugging Face directories load without booting a bridge.
+    model = memorization._load_if_path(args.model)
     lm = memorization._CausalLM(model)
     length = args.prefix + args.suffix
     if lm.max_length is not None and length > lm.max_length:
@@ -269,7 +270,7 @@ def _run(args: argparse.Namespace) -> int:
             shutil.rmtree(partial)
     partial.mkdir(exist_ok=True)
     write_json_atomic(manifest_file, manifest)
-    reference = pk.load(args.reference) if args.reference else None
+    reference = memorization._load_if_path(args.reference) if args.reference else None
 
     total = len(member_tokens) + (0 if nonmember_tokens is None else len(nonmember_tokens))
     bar = tqdm(total=total, desc="audit", unit="seq", disable=args.quiet)
