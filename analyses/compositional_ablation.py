@@ -82,7 +82,7 @@ def _halves(frame: pd.DataFrame, half: int) -> pd.DataFrame:
 def analyse(quick: bool = False) -> list[Any]:
     model = pk.load(CHECKPOINT)
     task, splits, metrics = _load_task()
-    n = 64 if quick else 400
+    n = 64 if quick else 256
     g = torch.Generator().manual_seed(11)  # fresh inputs, not the card's evaluation draw
     sets = {}
     for name in ("heldout", "out_of_order", "train"):
@@ -147,7 +147,7 @@ def analyse(quick: bool = False) -> list[Any]:
 
     # generation mode (greedy decoding with each attention layer zeroed at every step) scored by
     # exact match must agree with the teacher-forced exact match of the same ablations
-    check = held[: 16 if quick else 96]
+    check = held[: 16 if quick else 48]
     generated = pk.ablation.sweep(
         model, check, "accuracy", level="layer", prompt_len=task.prompt_len
     )
@@ -164,7 +164,7 @@ def analyse(quick: bool = False) -> list[Any]:
         names += [f"blocks.{i}.hook_resid_mid" for i in range(n_layers)]
     names = sorted(names, key=lambda s: (int(s.split(".")[1]), "post" in s))
     names = ["blocks.0.hook_resid_pre"] + names
-    probe_tokens = sets["heldout"][: 100 if quick else 400]
+    probe_tokens = sets["heldout"][: 100 if quick else 256]
     store = pk.cache(model, probe_tokens, names, dtype=torch.float32, progress=False)
     labels = task.labels(probe_tokens)
     writing = labels["step"] >= 0
@@ -173,7 +173,7 @@ def analyse(quick: bool = False) -> list[Any]:
     probes = pk.probes.linear(
         store,
         {"next output token": written, "task token of this step": task_token},
-        max_train=800 if quick else 4000,
+        max_train=800 if quick else 2000,
         max_iter=100 if quick else 300,
         seed=0,
     )

@@ -11,6 +11,13 @@ scored by teacher-forced next-token accuracy on the same inputs:
 
 Prints both timings, their ratio and the largest difference between the two score tables
 (they must agree), plus peak RSS. Run: ``python benchmarks/ablation_bench.py``.
+
+What to expect: batching removes per-call Python overhead and lets small inputs fill the
+device; skipping the unchanged blocks before the ablated one saves up to 144/84 = 1.7x of the
+compute for a head sweep over 6 layers. On a small CPU the forward pass is compute-bound once a
+call holds more than a few sequences, so the ratio falls towards that compute saving as ``n``
+grows; on a GPU, where a forward of a few sequences is mostly launch overhead, batching is
+where the time goes.
 """
 
 from __future__ import annotations
@@ -78,9 +85,9 @@ def naive_sweep(bridge, tokens: torch.Tensor, method: str) -> dict[tuple[int, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--n", type=int, nargs="+", default=[4, 16, 64], help="input sequences (one run each)"
+        "--n", type=int, nargs="+", default=[1, 4, 16, 64], help="input sequences (one run each)"
     )
-    parser.add_argument("--batch-size", type=int, default=512, help="rows per batched forward")
+    parser.add_argument("--batch-size", type=int, default=64, help="rows per batched forward")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

@@ -365,7 +365,7 @@ def sweep(
     groups: int | Sequence[Sequence[int]] | None = None,
     prompt_len: int | None = None,
     positions: torch.Tensor | None = None,
-    batch_size: int = 256,
+    batch_size: int = 128,
     batched: bool = True,
     seed: int = 0,
     progress: bool = False,

@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--teacher-forced", action="store_true", help="--split: no generation mode")
     p.add_argument("--n", type=int, default=256, help="at most this many inputs (default 256)")
-    p.add_argument("--batch-size", type=int, default=512, help="rows per forward (default 512)")
+    p.add_argument("--batch-size", type=int, default=128, help="rows per forward (default 128)")
     p.add_argument("--out", default="ablation.html", help="report page (default ablation.html)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
