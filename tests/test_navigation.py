@@ -19,6 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "checkpoints" / "grid-rnn"
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny RNN steps run far faster on one thread on the shared CPU; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ----------------------------------------------------------------------------- task
 
 
