@@ -139,3 +139,29 @@ def test_rome_edit_on_kg_ring_and_its_measurement(kg_ring):
         pk.edit.success(edited, requests[:1]).target_prob[0]
         > pk.edit.success(kg_ring, requests[:1]).target_prob[0]
     )
+
+
+def test_shatter_cli_rejects_bad_arguments(tmp_path, capsys):
+    from probekit.cli import main
+
+    assert main(["shatter", str(tmp_path / "missing")]) == 2
+    assert main(["shatter", str(KG_RING), "--methods", "rome,bogus"]) == 2
+    assert main(["shatter", str(KG_RING), "--distances", "0,1"]) == 2
+    assert main(["shatter", str(tmp_path)]) == 2  # no graph.json
+    err = capsys.readouterr().err
+    assert "bogus" in err and "graph.json" in err
+
+
+def test_shatter_cli_end_to_end(tmp_path):
+    import pandas as pd
+
+    from probekit.cli import main
+
+    out = tmp_path / "shatter.html"
+    argv = ["shatter", str(KG_RING), "--methods", "rome", "--distances", "2", "--edits", "1"]
+    argv += ["--eval-items", "32", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    frame = pd.read_csv(out.with_suffix(".csv"))
+    assert len(frame) == 1 and bool(frame.success[0]) and frame.distance[0] == 2
+    assert frame.R[0] > 0
+    assert "Representation shattering" in out.read_text()

@@ -32,9 +32,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--methods", default="rome,memit", help="comma-separated: rome,memit,finetune")
     p.add_argument("--distances", type=_int_list, default=[1, 2, 3, 4], help="e.g. 1,2,3,4")
     p.add_argument("--edits", type=int, default=20, help="edits per distance and method")
-    p.add_argument("--layer", type=int, default=0, help="ROME / fine-tuning layer (default 0)")
+    p.add_argument("--layer", type=int, default=1, help="ROME / fine-tuning layer (default 1)")
     p.add_argument(
         "--memit-layers", type=_int_list, default=[0, 1], help="MEMIT layers (default 0,1)"
+    )
+    p.add_argument(
+        "--position",
+        default="last",
+        choices=["last", "subject"],
+        help="token whose MLP key is edited (default last: kg-ring looks facts up there)",
     )
     p.add_argument("--hook", default=None, help="representation hook (default after --layer)")
     p.add_argument("--eval-items", type=int, default=256, help="prompts per evaluation")
@@ -93,6 +99,7 @@ def _run(args: argparse.Namespace) -> int:
         eval_items=args.eval_items,
         seed=args.seed,
         progress=not args.quiet,
+        position=args.position,
     )
     out = Path(args.out)
     pk.report.write(result, out, title=f"Representation shattering: {path.name}")
