@@ -57,10 +57,10 @@ def test_shipped_canary_lm_audit_finds_frequent_canaries(tmp_path, capsys):
     assert main(argv + ["--out", str(out), "--quiet"]) == 0
     table = pd.read_csv(out / "table.csv")
     assert len(table) == len(reps)
-    frequent = table["memorized"][reps >= 16].mean()
+    frequent = table["memorized"][reps == 32].mean()
     rare = table["memorized"][reps <= 2].mean()
-    assert frequent >= 0.5
-    assert frequent > rare
+    assert frequent >= 0.5  # the card: 8 of the 12 canaries seen 32 times
+    assert rare == 0.0
     metrics = json.loads((CHECKPOINT / "metrics.json").read_text())
     assert int(table["memorized"].sum()) == metrics["audit"]["canaries_memorized"]
     size = sum(p.stat().st_size for p in CHECKPOINT.rglob("*") if p.is_file())
