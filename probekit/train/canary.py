@@ -350,7 +350,8 @@ token Levenshtein < 10.
 {rows}
 
 - canaries memorized: {m["audit"]["canaries_memorized"]} of {len(m["schedule"]["repetitions"])};
-  slope of P(memorized) per unit log(repetitions): {slope.get("slope", float("nan")):.3f}
+  slope of P(memorized) per doubling of repetitions (least squares on log2 r):
+  {slope.get("slope", float("nan")):.3f}
   (95% CI {slope.get("slope_ci_low", float("nan")):.3f} .. {
         slope.get("slope_ci_high", float("nan")):.3f}).
 - training windows memorized: {m["audit"]["members_memorized"]} of {r.n_members}; held-out windows:
