@@ -13,11 +13,9 @@ Prints both timings, their ratio and the largest difference between the two scor
 (they must agree), plus peak RSS. Run: ``python benchmarks/ablation_bench.py``.
 
 What to expect: batching removes per-call Python overhead and lets small inputs fill the
-device; skipping the unchanged blocks before the ablated one saves up to 144/84 = 1.7x of the
-compute for a head sweep over 6 layers. On a small CPU the forward pass is compute-bound once a
-call holds more than a few sequences, so the ratio falls towards that compute saving as ``n``
-grows; on a GPU, where a forward of a few sequences is mostly launch overhead, batching is
-where the time goes.
+device; it does not remove compute. On a small CPU the forward pass is compute-bound once a
+call holds more than a few sequences, so the ratio falls towards 1x as ``n`` grows; on a GPU,
+where a forward of a few sequences is mostly launch overhead, batching is where the time goes.
 """
 
 from __future__ import annotations

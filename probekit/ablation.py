@@ -19,11 +19,10 @@ Batched: the variants (one per ablated component, plus the clean model) are laid
 batch dimension - the inputs repeated once per variant, in chunks of ``batch_size`` rows - and
 one hook per hook point replaces, row by row, the ablated slice (``torch.where`` on a per-row
 mask, so the ablated values are exactly those of a one-variant ``run_with_hooks``). One
-forward pass then scores many variants. For teacher-forced metrics on a TransformerBridge the
-blocks before the ablated one are not run again: the clean pass keeps each block's input
-residual stream and the variants of block ``l`` start there (``start_at_layer=l``), which is
-the same computation. ``batched=False`` runs the naive loop (one full ``run_with_hooks`` per
-variant) for comparison; scores agree up to float rounding (different batch shapes).
+forward pass then scores many variants. ``batched=False`` runs the naive loop (one
+``run_with_hooks`` per variant) for comparison; scores agree up to float rounding (different
+batch shapes). Batching removes per-call overhead; it does not remove compute, so on a CPU
+with more than a few inputs the two cost about the same (``benchmarks/ablation_bench.py``).
 
 Example::
 
@@ -291,13 +290,10 @@ def _forward_rows(
     method: str,
     ref_acts: dict[str, torch.Tensor],
     src: torch.Tensor | None,
-    score_fn: Callable[..., torch.Tensor],
-    resid: torch.Tensor | None = None,
-    start: int | None = None,
+    score_fn: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """Scores ``[rows]`` of one chunk: row ``r`` runs input ``rows_input[r]`` with variant
-    ``rows_variant[r]`` ablated (``-1``: clean); with ``start``, the forward pass begins at
-    block ``start`` from the clean residual stream ``resid`` (``[n_inputs, pos, d_model]``)."""
+    ``rows_variant[r]`` ablated (``-1``: clean)."""
     fwd_hooks = []
     for hook in sorted({variants[int(v)].hook for v in rows_variant.unique() if v >= 0}):
         at_hook = [i for i, v in enumerate(variants) if v.hook == hook]
@@ -314,22 +310,11 @@ def _forward_rows(
             value, per_row = ref_acts[hook][src[rows_input]], True
         fwd_hooks.append((hook, _AblationHook(row_mask, value, per_row)))
     batch = inputs[rows_input]
-    start_resid = None if resid is None else resid[rows_input]
     with torch.no_grad():
         if fwd_hooks:
             with model.hooks(fwd_hooks=fwd_hooks):
-                return score_fn(model, batch, rows_input, start_resid, start)
-        return score_fn(model, batch, rows_input, start_resid, start)
-
-
-def _starts_at_layer(model: Any) -> bool:
-    """Whether ``model(resid, start_at_layer=l)`` runs blocks ``l..`` (a TransformerBridge)."""
-    import inspect
-
-    try:
-        return "start_at_layer" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
+                return score_fn(model, batch, rows_input)
+        return score_fn(model, batch, rows_input)
 
 
 def _check_inputs(model: Any, inputs: Any, name: str) -> torch.Tensor:
@@ -471,15 +456,9 @@ def sweep(
         hooks = sorted({v.hook for v in variants})
         ref_acts = _reference_activations(model, ref[:, :seq], hooks, batch_size)
 
-    def score_fn(
-        m: Any,
-        batch: torch.Tensor,
-        rows_input: torch.Tensor,
-        resid: torch.Tensor | None = None,
-        start: int | None = None,
-    ) -> torch.Tensor:
+    def score_fn(m: Any, batch: torch.Tensor, rows_input: torch.Tensor) -> torch.Tensor:
         if prompt_len is None:
-            out = m(batch) if start is None else m(resid, start_at_layer=start)
+            out = m(batch)
             logits = out if isinstance(out, torch.Tensor) else out.logits
             rows_positions = positions
             if positions is not None and positions.ndim == 2:
@@ -498,58 +477,19 @@ def sweep(
     scores = torch.empty(n_var * n)
     from tqdm.auto import tqdm
 
-    if batched and prompt_len is None and _starts_at_layer(model):
-        # Nothing before block l changes when a component of block l is ablated: run the clean
-        # model once, keep each needed block's input residual stream, and run every variant
-        # from its own block on (start_at_layer), many variants per forward pass.
-        layer_of = torch.tensor([v.layer for v in variants])
-        starts = sorted(set(layer_of.tolist()))
-        names = {f"blocks.{layer}.hook_resid_pre" for layer in starts}
-        resid: dict[int, list[torch.Tensor]] = {layer: [] for layer in starts}
-        for part in torch.arange(n).split(batch_size):
-            with torch.no_grad():
-                out, cache = model.run_with_cache(inputs[part], names_filter=lambda m: m in names)
-            logits = out if isinstance(out, torch.Tensor) else out.logits
-            rows_positions = positions
-            if positions is not None and positions.ndim == 2:
-                rows_positions = positions[part]
-            scores[part] = _teacher_forced_scores(metric, logits, inputs[part], rows_positions)
-            for layer in starts:
-                resid[layer].append(cache[f"blocks.{layer}.hook_resid_pre"])
-        resid_at = {layer: torch.cat(parts) for layer, parts in resid.items()}
-        flat = torch.arange(n_var * n)
-        jobs = []
-        for layer in starts:
-            rows_here = flat[n:][layer_of.repeat_interleave(n) == layer]
-            jobs += [(layer, rows) for rows in rows_here.split(batch_size)]
-        for layer, rows in tqdm(jobs, desc="ablate", disable=not progress, leave=False):
-            scores[rows] = _forward_rows(
-                model,
-                rows_variant[rows],
-                rows_input[rows],
-                inputs,
-                variants,
-                method,
-                ref_acts,
-                src,
-                score_fn,
-                resid=resid_at[layer],
-                start=layer,
-            )
-    else:
-        if batched:
-            chunks = list(torch.arange(n_var * n).split(batch_size))
-        else:  # the naive loop: one variant (all its inputs) per forward
-            chunks = [
-                part
-                for v in range(n_var)
-                for part in torch.arange(v * n, (v + 1) * n).split(batch_size)
-            ]
-        for rows in tqdm(chunks, desc="ablate", disable=not progress, leave=False):
-            rv, ri = rows_variant[rows], rows_input[rows]
-            scores[rows] = _forward_rows(
-                model, rv, ri, inputs, variants, method, ref_acts, src, score_fn
-            )
+    if batched:
+        chunks = list(torch.arange(n_var * n).split(batch_size))
+    else:  # the naive loop: one variant (all its inputs) per forward
+        chunks = [
+            part
+            for v in range(n_var)
+            for part in torch.arange(v * n, (v + 1) * n).split(batch_size)
+        ]
+    for rows in tqdm(chunks, desc="ablate", disable=not progress, leave=False):
+        rv, ri = rows_variant[rows], rows_input[rows]
+        scores[rows] = _forward_rows(
+            model, rv, ri, inputs, variants, method, ref_acts, src, score_fn
+        )
     scores = scores.reshape(n_var, n)
     means = scores.mean(1)
     clean = float(means[0])
