@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -429,3 +431,13 @@ def test_wrong_attribute_types_raise_type_error(result: FakeResult, message: str
 def test_empty_results_raise_value_error() -> None:
     with pytest.raises(ValueError, match="results is empty"):
         report.render([])
+
+
+def test_written_page_gets_umask_modes_not_tempfile_0600(tmp_path: Path) -> None:
+    """Pages are written through a temp file (mkstemp makes 0600); the result must be readable."""
+    old = os.umask(0o022)
+    try:
+        path = report.write(FakeResult(), tmp_path / "page.html")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -1028,7 +1028,10 @@ class HookedRNN(HookedRootModule):
         cfg = self.cfg
         n_steps = x.shape[1]
         w_hh, b_hh = self.W_rec, self.bias_hh
-        xw = F.linear(x, self.weight_ih, self.bias_ih)  # [B, T, G*H], one matmul for all steps
+        # One matmul for all steps, then per-step views: unbind's backward stacks the step
+        # gradients once, where indexing xw[t] would write a full [B, T, G*H] zero-padded
+        # gradient at every step (3-4x slower backward through a long loop).
+        xw = F.linear(x, self.weight_ih, self.bias_ih).unbind(1)  # T x [B, G*H]
         points = tuple(self._step_points.values())
         for point in points:
             point.n_steps = n_steps
@@ -1042,7 +1045,7 @@ class HookedRNN(HookedRootModule):
                 for t in range(n_steps):
                     for point in points:
                         point.step = t
-                    rec = xw[:, t] + F.linear(h, w_hh, b_hh)
+                    rec = xw[t] + F.linear(h, w_hh, b_hh)
                     if cfg.kind == "rnn":
                         h = hidden(f(pre_point(rec)))
                     elif cfg.convention == "yang2019":
@@ -1060,7 +1063,7 @@ class HookedRNN(HookedRootModule):
                 for t in range(n_steps):
                     for point in points:
                         point.step = t
-                    xr, xz, xn = xw[:, t].chunk(3, dim=-1)
+                    xr, xz, xn = xw[t].chunk(3, dim=-1)
                     hr, hz, hn = F.linear(h, w_hh, b_hh).chunk(3, dim=-1)
                     r = gate_r(torch.sigmoid(xr + hr))
                     z = gate_z(torch.sigmoid(xz + hz))
@@ -1078,7 +1081,7 @@ class HookedRNN(HookedRootModule):
                 for t in range(n_steps):
                     for point in points:
                         point.step = t
-                    gi, gf, gg, go = (xw[:, t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
+                    gi, gf, gg, go = (xw[t] + F.linear(h, w_hh, b_hh)).chunk(4, dim=-1)
                     i = gate_i(torch.sigmoid(gi))
                     fg = gate_f(torch.sigmoid(gf))
                     g = gate_g(torch.tanh(gg))
