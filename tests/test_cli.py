@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,19 @@ def test_help_does_not_import_transformer_lens():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    for command in ("info", "cache", "report", "train", "demo"):
-        assert command in proc.stdout
+    listed = re.findall(r"^    (\w+)\s", proc.stdout, flags=re.M)
+    assert listed == [
+        "info",
+        "cache",
+        "audit",
+        "ablate",
+        "grid",
+        "modularity",
+        "shatter",
+        "report",
+        "train",
+        "demo",
+    ]
 
 
 @pytest.mark.parametrize(
