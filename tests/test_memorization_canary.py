@@ -38,8 +38,10 @@ def test_schedule_places_every_exposure_at_the_planned_steps():
     table = c.at_step()
     assert sum(len(v) for v in table.values()) == 14
     assert table[14] == [2]
-    with pytest.raises(ValueError, match="past the last step"):
+    with pytest.raises(ValueError, match="do not fit before step 100"):
         canaries.make_schedule(tokens[:1], ["random"], [8], [95], 3, 100)
+    spread = canaries.make_schedule(tokens[:1], ["random"], [4], [20], None, 100)
+    assert spread.steps == [[20, 40, 60, 80]]
 
 
 def test_windows_are_non_overlapping_and_evenly_spread():
