@@ -57,7 +57,7 @@ def finetune(
                 logits = edited(item.prompt[None].to(device))[0, -1].float()
                 logp = torch.log_softmax(logits, dim=-1)
                 losses.append(-logp[item.target])
-                probs.append(float(logp[item.target].exp()))
+                probs.append(float(logp[item.target].detach().exp()))
             if min(probs) >= stop_prob:
                 break
             loss = torch.stack(losses).mean()
