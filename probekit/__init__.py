@@ -40,12 +40,19 @@ _LAZY: dict[str, tuple[str, str | None]] = {
 
 __all__ = [
     "ActivationStore",
+    "ablation",
     "activations",
     "cache",
+    "edit",
     "fingerprint",
+    "grid",
     "load",
+    "memorization",
     "models",
+    "modularity",
+    "probes",
     "report",
+    "shattering",
     "tasks",
     "train",
 ]

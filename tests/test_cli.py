@@ -163,3 +163,16 @@ def test_quickstart_example_runs():
     assert float(lines["state change before step 20"]) < 1e-5
     assert float(lines["state change after step 20"]) > 1e-2
     assert "report:" in proc.stdout
+
+
+def test_analysis_modules_import_without_transformer_lens():
+    """The RNN-only paths (modularity, grid) and the others must not pay for transformer_lens."""
+    code = (
+        "import sys, importlib\n"
+        "for m in ('probes', 'memorization', 'ablation', 'modularity', 'grid', 'edit',"
+        " 'shattering'):\n"
+        "    importlib.import_module('probekit.' + m)\n"
+        "assert 'transformer_lens' not in sys.modules, 'transformer_lens imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
