@@ -47,7 +47,7 @@ class CompFnRecipe:
     n_layer: int = 6
     n_embd: int = 48
     n_head: int = 4
-    steps: int = 3000
+    steps: int = 10000
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.1
