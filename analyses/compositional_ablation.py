@@ -94,9 +94,6 @@ def analyse(quick: bool = False) -> list[Any]:
     n_layers = model.cfg.n_layers
     half = n_layers // 2
 
-    def token_sweep(tokens: torch.Tensor, **kw: Any) -> Any:
-        return pk.ablation.sweep(model, tokens, "accuracy", positions=outputs, **kw)
-
     # 0. clean scores
     clean_rows = []
     for name, tokens in sets.items():
@@ -113,7 +110,18 @@ def analyse(quick: bool = False) -> list[Any]:
         )
     clean = {r["compositions"]: r for r in clean_rows}
 
-    # 1. layer sweeps (output-token accuracy, teacher-forced) on held-out compositions
+    # The source's accuracy is exact match under greedy decoding. Score that when the model
+    # solves held-out compositions; when it does not, exact match is ~0 everywhere and an
+    # ablation has nothing to remove, so fall back to output-token accuracy.
+    use_exact = clean["heldout"]["exact_match"] >= 0.5
+    metric_name = "exact match" if use_exact else "output-token accuracy"
+
+    def token_sweep(tokens: torch.Tensor, **kw: Any) -> Any:
+        if use_exact:
+            return pk.ablation.sweep(model, tokens, exact, **kw)
+        return pk.ablation.sweep(model, tokens, "accuracy", positions=outputs, **kw)
+
+    # 1. layer sweeps (teacher-forced) on held-out compositions
     rows = []
     layer_results = {}
     plan = [("heldout", "attn", "zero"), ("heldout", "attn", "mean"), ("heldout", "mlp", "zero")]
@@ -137,7 +145,8 @@ def analyse(quick: bool = False) -> list[Any]:
                     "component": component,
                     "method": method,
                     "layer": row.layer,
-                    "token_accuracy": row.score,
+                    "metric": metric_name,
+                    "score": row.score,
                     "drop": -row.delta,
                 }
             )
@@ -156,7 +165,7 @@ def analyse(quick: bool = False) -> list[Any]:
 
     # 2. every head
     heads = token_sweep(held, level="head", method="mean")
-    heads.title = "mean-ablating each attention head (held-out compositions, output tokens)"
+    heads.title = f"mean-ablating each attention head (held-out compositions, {metric_name})"
 
     # 3. probes of the residual stream after attention and after the MLP
     names = [f"blocks.{i}.hook_resid_post" for i in range(n_layers)]
@@ -186,7 +195,7 @@ def analyse(quick: bool = False) -> list[Any]:
     best_task = probes.summary["best"]["task token of this step"]
     best_next = probes.summary["best"]["next output token"]
     held_acc = clean["heldout"]["token_accuracy"]
-    solves = held_acc >= 0.3
+    solves = use_exact or held_acc >= 0.3
     summary = {
         "checkpoint": "checkpoints/compfn",
         "format": metrics.get("format"),
@@ -196,6 +205,7 @@ def analyse(quick: bool = False) -> list[Any]:
         "clean_exact_match_heldout": clean["heldout"]["exact_match"],
         "clean_exact_match_out_of_order": clean["out_of_order"]["exact_match"],
         "card_heldout_exact_match": metrics.get("heldout_exact_match"),
+        "sweep_metric": metric_name,
         "mean_drop_zero_attn_early": float(drop_zero["early"]),
         "mean_drop_zero_attn_latter": float(drop_zero["latter"]),
         "mean_drop_mean_attn_early": float(drop_mean["early"]),
@@ -220,15 +230,30 @@ def analyse(quick: bool = False) -> list[Any]:
             "does NOT show the source's pattern: ablating attention in the early half "
             "hurts as much or more than in the latter half"
         )
+    if use_exact:
+        opening = (
+            f"compfn ({n_layers} layers, {metrics.get('format')} format) learned the task: on "
+            f"fresh inputs it writes every output token right (exact match) on "
+            f"{clean['heldout']['exact_match']:.1%} of held-out in-order compositions and "
+            f"{clean['train']['exact_match']:.1%} of training compositions, but on "
+            f"{clean['out_of_order']['exact_match']:.1%} of out-of-order compositions (output-"
+            f"token accuracy there {clean['out_of_order']['token_accuracy']:.1%}). The sweeps "
+            f"score exact match (teacher-forced, which equals greedy decoding's exact match: "
+            f"checked below). "
+        )
+    else:
+        opening = (
+            f"compfn ({n_layers} layers, {metrics.get('format')} format) did not learn the task "
+            f"to exact match (see its card): on fresh inputs it writes every output token right "
+            f"on {clean['heldout']['exact_match']:.1%} of held-out in-order compositions, but "
+            f"{held_acc:.1%} of the individual output tokens are right given the true prefix "
+            f"({clean['out_of_order']['token_accuracy']:.1%} on out-of-order and "
+            f"{clean['train']['token_accuracy']:.1%} on training compositions). The sweeps "
+            f"therefore score that output-token accuracy (teacher-forced; chance is about 10%). "
+        )
     description = (
-        f"compfn ({n_layers} layers, {metrics.get('format')} format) did not learn the task to "
-        f"exact match within its CPU budget (see its card): on fresh inputs it writes every "
-        f"output token right on {clean['heldout']['exact_match']:.1%} of held-out in-order "
-        f"compositions, but {held_acc:.1%} of the individual output tokens are right given the "
-        f"true prefix ({clean['out_of_order']['token_accuracy']:.1%} on out-of-order and "
-        f"{clean['train']['token_accuracy']:.1%} on training compositions). The sweeps "
-        f"therefore score that output-token accuracy (teacher-forced; chance is about 10%). "
-        f"Zero-ablating one attention layer lowers it by {drop_zero['early']:.3f} on average "
+        opening + f"Zero-ablating one attention layer lowers {metric_name} by "
+        f"{drop_zero['early']:.3f} on average "
         f"in layers 0-{half - 1} and by {drop_zero['latter']:.3f} in layers "
         f"{half}-{n_layers - 1} (mean-ablation: {drop_mean['early']:.3f} vs "
         f"{drop_mean['latter']:.3f}); the most critical single attention layer is "
@@ -247,9 +272,9 @@ def analyse(quick: bool = False) -> list[Any]:
             go.Bar(x=r.frame["layer"], y=-r.frame["delta"], name=f"{comps}: {component}, {method}")
         )
     fig.update_layout(
-        title="drop in output-token accuracy when one layer is ablated",
+        title=f"drop in {metric_name} when one layer is ablated",
         xaxis_title="layer",
-        yaxis_title="drop in accuracy",
+        yaxis_title=f"drop in {metric_name}",
     )
     result = CompositionSummary(
         frame=pd.DataFrame(clean_rows),
@@ -260,9 +285,9 @@ def analyse(quick: bool = False) -> list[Any]:
     layer_table = CompositionSummary(
         frame=frame,
         summary={"early_layers": f"0-{half - 1}", "latter_layers": f"{half}-{n_layers - 1}"},
-        title="Output-token accuracy with each layer ablated (table)",
+        title=f"{metric_name.capitalize()} with each layer ablated (table)",
         description="One row per (compositions, component, method, layer); drop = clean - "
-        "ablated output-token accuracy (teacher-forced).",
+        f"ablated {metric_name} (teacher-forced).",
     )
     return [result, layer_table, heads, probes]
 
@@ -273,8 +298,9 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     page = pk.report.write(results, out / "compositional_ablation.html", title=results[0].title)
     s = results[0].summary
     headline = (
-        f"held-out output-token accuracy {s['clean_token_accuracy_heldout']:.3f} (exact match "
-        f"{s['clean_exact_match_heldout']:.3f}); zero-ablating one attention layer lowers it by "
+        f"held-out exact match {s['clean_exact_match_heldout']:.3f} (output-token accuracy "
+        f"{s['clean_token_accuracy_heldout']:.3f}); zero-ablating one attention layer lowers "
+        f"{s['sweep_metric']} by "
         f"{s['mean_drop_zero_attn_early']:.3f} (early half) vs "
         f"{s['mean_drop_zero_attn_latter']:.3f} (latter half)"
     )
