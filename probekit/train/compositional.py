@@ -27,9 +27,9 @@ from probekit.tasks.compositional import CompositionTask, greedy_generate
 from probekit.train.causal_lm import TrainResult, train_causal_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
-    _machine,
     atomic_directory,
     sha256_file,
+    training_record,
 )
 
 
@@ -319,12 +319,7 @@ def build_compfn(
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "steps": steps,
         "seed": seed,
-        "settings": asdict(recipe) | {"steps": steps, "warmup": warmup},
-        "train_seconds": round(result.seconds, 2),
-        "machine": _machine(),
-        "final_train_loss": result.losses[-1],
-        "loss_curve": [[step, loss] for step, loss in result.loss_curve(10)],
-        "evals": [{"step": step} | values for step, values in result.evals],
+        **training_record(result, asdict(recipe) | {"steps": steps, "warmup": warmup}),
     }
     with atomic_directory(out_dir) as tmp, _hf_progress_bars(progress):
         model.save_pretrained(tmp)

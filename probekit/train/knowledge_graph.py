@@ -21,7 +21,12 @@ import torch
 
 from probekit.tasks import knowledge_graph as kg
 from probekit.train.causal_lm import TrainResult, train_causal_lm
-from probekit.train.recipes import _hf_progress_bars, _machine, atomic_directory, sha256_file
+from probekit.train.recipes import (
+    _hf_progress_bars,
+    atomic_directory,
+    sha256_file,
+    training_record,
+)
 
 
 @dataclass(frozen=True)
@@ -274,12 +279,7 @@ def build_kg_ring(
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "steps": steps,
         "seed": seed,
-        "settings": asdict(recipe) | {"steps": steps, "warmup": warmup},
-        "train_seconds": round(result.seconds, 2),
-        "machine": _machine(),
-        "final_train_loss": result.losses[-1],
-        "loss_curve": [[step, loss] for step, loss in result.loss_curve(10)],
-        "evals": [{"step": step} | values for step, values in result.evals],
+        **training_record(result, asdict(recipe) | {"steps": steps, "warmup": warmup}),
     }
     tok = kg.tokenizer(graph.n_entities, recipe.length)
     with atomic_directory(out_dir) as tmp, _hf_progress_bars(progress):

@@ -177,6 +177,22 @@ def _machine() -> str:
     )
 
 
+def training_record(result: TrainResult, settings: dict[str, Any]) -> dict[str, Any]:
+    """What every causal-LM recipe records about its run in ``metrics.json``.
+
+    ``settings`` (the recipe's fields and overrides), wall time, machine, final loss, the loss
+    curve (10 points) and the periodic evaluations of :func:`train_causal_lm`.
+    """
+    return {
+        "settings": settings,
+        "train_seconds": round(result.seconds, 2),
+        "machine": _machine(),
+        "final_train_loss": result.losses[-1],
+        "loss_curve": [[step, loss] for step, loss in result.loss_curve(10)],
+        "evals": [{"step": step} | values for step, values in result.evals],
+    }
+
+
 def _card(
     recipe: CyclicLMRecipe,
     seed: int,
@@ -353,12 +369,7 @@ def build_cyclic_lm(
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "steps": steps,
         "seed": seed,
-        "settings": asdict(recipe) | {"steps": steps, "warmup": warmup},
-        "train_seconds": round(result.seconds, 2),
-        "machine": _machine(),
-        "final_train_loss": result.losses[-1],
-        "loss_curve": [[step, loss] for step, loss in result.loss_curve(10)],
-        "evals": [{"step": step} | values for step, values in result.evals],
+        **training_record(result, asdict(recipe) | {"steps": steps, "warmup": warmup}),
     }
 
     tok = cyclic.tokenizer(recipe.p, recipe.length)
