@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +39,6 @@ from probekit.tasks.compositional import CompositionTask
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "compfn"
-
-
-@dataclass
-class CompositionSummary:
-    frame: pd.DataFrame
-    summary: dict[str, Any]
-    figs: list[go.Figure] = field(default_factory=list)
-    title: str = "Compositional accuracy under attention-layer ablations (compfn)"
-    description: str = ""
-
-    def figures(self) -> list[go.Figure]:
-        return self.figs
 
 
 def exact_match_metric(prompt_len: int):
@@ -276,13 +263,14 @@ def analyse(quick: bool = False) -> list[Any]:
         xaxis_title="layer",
         yaxis_title=f"drop in {metric_name}",
     )
-    result = CompositionSummary(
+    result = pk.report.Result(
+        title="Compositional accuracy under attention-layer ablations (compfn)",
         frame=pd.DataFrame(clean_rows),
         summary=summary,
         figs=[fig],
         description=description,
     )
-    layer_table = CompositionSummary(
+    layer_table = pk.report.Result(
         frame=frame,
         summary={"early_layers": f"0-{half - 1}", "latter_layers": f"{half}-{n_layers - 1}"},
         title=f"{metric_name.capitalize()} with each layer ablated (table)",

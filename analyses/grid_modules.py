@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +36,6 @@ from probekit.train import navigation as recipe_nav
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "grid-rnn"
 SYNTHETIC_MODULES = [(0.25, 6.0), (0.35, 6.0), (0.5, 21.0)]
-
-
-@dataclass
-class GridStudy:
-    frame: pd.DataFrame
-    summary: dict[str, Any]
-    figs: list[go.Figure] = field(default_factory=list)
-    title: str = "Grid cells and modules: grid-rnn vs controls"
-    description: str = ""
-
-    def figures(self) -> list[go.Figure]:
-        return self.figs
 
 
 def _network_modules(model: Any, n_traj: int, shuffles: int, seed: int, bins: int):
@@ -97,7 +84,7 @@ def _row(name: str, found: Any, err: float | None = None, start_err: float | Non
     }
 
 
-def analyse(quick: bool = False, seed: int = 0) -> tuple[GridStudy, list[Any]]:
+def analyse(quick: bool = False, seed: int = 0) -> tuple[pk.report.Result, list[Any]]:
     n_traj = 1000 if quick else 4000
     shuffles = 1 if quick else 2
     bins = 20
@@ -191,7 +178,8 @@ def analyse(quick: bool = False, seed: int = 0) -> tuple[GridStudy, list[Any]]:
         xaxis_title="score60",
         yaxis_title="fraction of units",
     )
-    study = GridStudy(
+    study = pk.report.Result(
+        title="Grid cells and modules: grid-rnn vs controls",
         frame=frame,
         summary=summary,
         figs=[fig],

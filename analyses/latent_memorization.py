@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,6 @@ CHECKPOINT = ROOT / "checkpoints" / "canary-lm"
 def _tokens(path: Path) -> np.ndarray:
     rows = [json.loads(line)["tokens"] for line in path.read_text().splitlines() if line]
     return np.asarray(rows, dtype=np.int64)
-
-
-@dataclass
-class CanaryTable:
-    """Memorization of the canaries per kind and repetition count (final model)."""
-
-    frame: pd.DataFrame
-    summary: dict[str, Any]
-    figs: list[Any] = field(default_factory=list)
-    title: str = "Canaries memorized by repetition count"
-    description: str = ""
-
-    def figures(self) -> list[Any]:
-        return self.figs
 
 
 def analyse(quick: bool = False) -> list[Any]:
@@ -117,7 +102,8 @@ def analyse(quick: bool = False) -> list[Any]:
         xaxis={"type": "log", "title": "repetitions"},
         yaxis_title="mean token Levenshtein (64 = nothing recovered)",
     )
-    canary_table = CanaryTable(
+    canary_table = pk.report.Result(
+        title="Canaries memorized by repetition count",
         frame=table,
         summary={
             "memorized": int(frame["memorized"].sum()),
@@ -190,7 +176,7 @@ def _counts(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def _findings(
-    table: CanaryTable,
+    table: pk.report.Result,
     per_kind: dict[str, dict[str, Any]],
     membership: Any,
     latent: dict[str, Any],

@@ -19,12 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import plotly.graph_objects as go
 import torch
 
 import probekit as pk
@@ -34,18 +31,6 @@ from probekit.train.knowledge_graph import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "kg-ring"
-
-
-@dataclass
-class ExampleEdit:
-    frame: pd.DataFrame
-    summary: dict[str, Any]
-    figs: list[go.Figure] = field(default_factory=list)
-    title: str = "One edit, pictured"
-    description: str = ""
-
-    def figures(self) -> list[go.Figure]:
-        return self.figs
 
 
 def _fmt_by_d(values: dict[int, float]) -> str:
@@ -169,15 +154,16 @@ def run(out: Path, quick: bool = False) -> dict[str, Any]:
         projections=("pca",) if quick else ("isomap", "pca", "umap"),
     )
     ok = pk.edit.success(edited, [first.request()])
-    example = ExampleEdit(
-        one.frame,
-        one.summary
+    example = pk.report.Result(
+        title="One edit, pictured",
+        frame=one.frame,
+        summary=one.summary
         | {
             "edit_success": bool(ok.success[0]),
             "target_prob": float(ok.target_prob[0]),
             "p_new_object_best_subject_shift": p_subject,
         },
-        one.figures(),
+        figs=one.figures(),
         description=(
             f"ROME edit (layer {layer}, position='last') of e{first.head} "
             f"{kg.relation_name(first.relation)}: e{first.old} -> e{first.new} (d = 4). Entity representations before and after, coloured by the "

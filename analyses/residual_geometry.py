@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,18 +27,6 @@ from probekit.tasks import cyclic
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "cyclic-lm"
-
-
-@dataclass
-class GeometryResult:
-    frame: pd.DataFrame
-    summary: dict[str, Any]
-    figs: list[go.Figure] = field(default_factory=list)
-    title: str = "Residual-stream geometry of cyclic-lm"
-    description: str = ""
-
-    def figures(self) -> list[go.Figure]:
-        return self.figs
 
 
 def fourier_share(centroids: np.ndarray) -> tuple[int, float]:
@@ -105,7 +91,7 @@ def _scatter(
     )
 
 
-def analyse(quick: bool = False, cache_dir: Path | None = None) -> GeometryResult:
+def analyse(quick: bool = False, cache_dir: Path | None = None) -> pk.report.Result:
     model = pk.load(CHECKPOINT)
     metrics = json.loads((CHECKPOINT / "metrics.json").read_text())
     settings = metrics["settings"]
@@ -218,7 +204,13 @@ def analyse(quick: bool = False, cache_dir: Path | None = None) -> GeometryResul
         f"{p // 2} frequencies would give about {2 / (p - 1):.1%}). These are this run's "
         "numbers, not tuned to any expectation."
     )
-    return GeometryResult(frame=frame, summary=summary, figs=figs, description=description)
+    return pk.report.Result(
+        title="Residual-stream geometry of cyclic-lm",
+        frame=frame,
+        summary=summary,
+        figs=figs,
+        description=description,
+    )
 
 
 def run(out: Path, quick: bool = False) -> dict[str, str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("cog-rnn-bimt", "cog-rnn-l1", "cog-rnn-plain")
 #: mean accuracies within this of each other count as comparable performance
 COMPARABLE = 0.05
-
-
-@dataclass
-class Comparison:
-    frame: pd.DataFrame
-    summary: dict[str, Any]
-    figs: list[go.Figure] = field(default_factory=list)
-    title: str = "BIMT vs L1 vs no regulariser: functional and anatomical modularity"
-    description: str = ""
-
-    def figures(self) -> list[go.Figure]:
-        return self.figs
 
 
 def _model_row(name: str, quick: bool) -> tuple[dict[str, Any], list[Any]]:
@@ -182,8 +169,12 @@ def analyse(quick: bool = False) -> list[Any]:
         "learned map; the other models never had positions, so their grid-in-unit-order "
         "locality is a control that should sit at chance."
     )
-    comparison = Comparison(
-        frame=frame, summary=summary, figs=[fig, acc_fig], description=description
+    comparison = pk.report.Result(
+        title="BIMT vs L1 vs no regulariser: functional and anatomical modularity",
+        frame=frame,
+        summary=summary,
+        figs=[fig, acc_fig],
+        description=description,
     )
     return [comparison, *sections]
 

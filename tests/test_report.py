@@ -441,3 +441,18 @@ def test_written_page_gets_umask_modes_not_tempfile_0600(tmp_path: Path) -> None
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_hand_assembled_result_renders_like_any_result(tmp_path: Path) -> None:
+    """report.Result is the ready-made result a study assembles from pieces."""
+    result = report.Result(
+        frame=pd.DataFrame({"layer": [0, 1], "drop": [0.5, 0.25]}),
+        summary={"clean": 0.98},
+        figs=[go.Figure(go.Bar(x=[0, 1], y=[0.5, 0.25]))],
+        title="Layer ablations",
+        description="drop = clean - ablated",
+    )
+    text = report.write(result, tmp_path / "page.html").read_text()
+    assert "Layer ablations" in text and "drop = clean - ablated" in text
+    assert "0.98" in text and text.count('class="figure"') + text.count("Plotly.newPlot") >= 1
+    assert result.figures() == result.figs and result.figures() is not result.figs

@@ -8,6 +8,13 @@ several such pages. Every string that came from data is escaped; the rule for fi
 
 from __future__ import annotations
 
-from probekit.report.page import format_value, render, render_index, write, write_index
+from probekit.report.page import (
+    Result,
+    format_value,
+    render,
+    render_index,
+    write,
+    write_index,
+)
 
-__all__ = ["write", "write_index", "render", "render_index", "format_value"]
+__all__ = ["Result", "write", "write_index", "render", "render_index", "format_value"]

@@ -38,7 +38,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -221,6 +221,24 @@ def _flatten_summary(summary: Mapping[Any, Any], prefix: str = "") -> list[tuple
 
 
 # ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class Result:
+    """A result assembled by hand: a table, headline numbers, figures, a title and text.
+
+    For a study that builds a page section from pieces rather than from one analysis function;
+    :func:`write` takes it like any analysis result.
+    """
+
+    frame: pd.DataFrame | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    figs: list[Any] = field(default_factory=list)
+    title: str | None = None
+    description: str = ""
+
+    def figures(self) -> list[Any]:
+        return list(self.figs)
 
 
 @dataclass(frozen=True)
