@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_causal_lm
 
 import probekit as pk
 from probekit.edit.request import mlp_out_proj, weight_view
@@ -24,31 +25,7 @@ def _word_tokenizer():
 
 
 def _tiny(kind: str, path):
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM
-
-    torch.manual_seed(0)
-    if kind == "gpt2":
-        hf = GPT2LMHeadModel(
-            GPT2Config(
-                n_layer=3,
-                n_embd=32,
-                n_head=4,
-                n_positions=16,
-                vocab_size=VOCAB,
-            )
-        )
-    else:
-        hf = GPTNeoXForCausalLM(
-            GPTNeoXConfig(
-                num_hidden_layers=3,
-                hidden_size=32,
-                num_attention_heads=4,
-                intermediate_size=64,
-                max_position_embeddings=16,
-                vocab_size=VOCAB,
-                rotary_pct=0.25,
-            )
-        )
+    hf = tiny_causal_lm(kind, n_layer=3, n_positions=16, vocab_size=VOCAB)
     hf.save_pretrained(path)
     _word_tokenizer().save_pretrained(path)
     return pk.load(path, device="cpu")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny_models import tiny_causal_lm
 
 import probekit as pk
 from probekit.fileio import CheckpointError, save_safetensors_atomic
@@ -18,40 +19,7 @@ VOCAB = 65
 
 
 def _tiny_hf(kind: str):
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        GPTNeoXConfig,
-        GPTNeoXForCausalLM,
-        LlamaConfig,
-        LlamaForCausalLM,
-    )
-
-    torch.manual_seed(0)
-    if kind == "gpt2":
-        cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=32, vocab_size=VOCAB)
-        return GPT2LMHeadModel(cfg)
-    if kind == "neox":
-        cfg = GPTNeoXConfig(
-            num_hidden_layers=2,
-            hidden_size=32,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=32,
-            vocab_size=VOCAB,
-            rotary_pct=0.25,
-        )
-        return GPTNeoXForCausalLM(cfg)
-    cfg = LlamaConfig(
-        num_hidden_layers=2,
-        hidden_size=32,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=32,
-        vocab_size=VOCAB,
-    )
-    return LlamaForCausalLM(cfg)
+    return tiny_causal_lm(kind, n_positions=32, vocab_size=VOCAB)
 
 
 def _hf_logits(model, tokens):

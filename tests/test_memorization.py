@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_causal_lm
 
 import probekit as pk
 from probekit import memorization as mem
@@ -20,41 +21,7 @@ VOCAB = 65
 
 
 def _tiny_hf(kind: str, n_positions: int = 48):
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        GPTNeoXConfig,
-        GPTNeoXForCausalLM,
-        LlamaConfig,
-        LlamaForCausalLM,
-    )
-
-    torch.manual_seed(0)
-    if kind == "gpt2":
-        cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=n_positions, vocab_size=VOCAB)
-        model = GPT2LMHeadModel(cfg)
-    elif kind == "neox":
-        cfg = GPTNeoXConfig(
-            num_hidden_layers=2,
-            hidden_size=32,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=n_positions,
-            vocab_size=VOCAB,
-            rotary_pct=0.25,
-        )
-        model = GPTNeoXForCausalLM(cfg)
-    else:
-        cfg = LlamaConfig(
-            num_hidden_layers=2,
-            hidden_size=32,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=n_positions,
-            vocab_size=VOCAB,
-        )
-        model = LlamaForCausalLM(cfg)
+    model = tiny_causal_lm(kind, n_positions=n_positions, vocab_size=VOCAB)
     # Sharpen the random model a little so greedy decodes are not near-ties everywhere.
     with torch.no_grad():
         for p in model.parameters():
