@@ -6,16 +6,24 @@ scored by teacher-forced next-token accuracy on the same inputs:
 
 - naive: one ``bridge.run_with_hooks`` per head (a hook zeroing that head's slice of
   ``blocks.{l}.attn.hook_z``), what one writes by hand;
-- batched: ``pk.ablation.sweep(..., batched=True)``, all heads' variants laid along the batch
-  dimension, in chunks of ``--batch-size`` rows.
+- batched: ``pk.ablation.sweep(..., share_prefix=False)``, all heads' variants laid along the
+  batch dimension, in chunks of ``--batch-size`` rows, every row run from the embedding;
+- batched + shared prefix: ``pk.ablation.sweep(...)`` (the default), each variant of layer
+  ``l`` run from block ``l`` on, the clean residual stream entering it replayed.
 
-Prints both timings, their ratio and the largest difference between the two score tables
-(they must agree), plus peak RSS. Run: ``python benchmarks/ablation_bench.py``.
+Prints the three timings, the speed-ups over the loop, the work each does in block-rows
+(sequences x transformer blocks actually run, counted with forward hooks: a machine-independent
+measure of compute) and the largest difference between the score tables (they must agree),
+plus peak RSS. Run: ``python benchmarks/ablation_bench.py``.
 
-What to expect: batching removes per-call Python overhead and lets small inputs fill the
-device; it does not remove compute. On a small CPU the forward pass is compute-bound once a
-call holds more than a few sequences, so the ratio falls towards 1x as ``n`` grows; on a GPU,
-where a forward of a few sequences is mostly launch overhead, batching is where the time goes.
+What to expect: batching removes per-call overhead and lets small inputs fill the device; it
+does not remove compute. Sharing the prefix removes compute: for L layers with H heads each,
+the loop runs (L*H + 1) * L block-rows per input and the shared sweep L + H * L(L+1)/2, 150
+against 90 here (1.67x). No exact sweep of single heads can save much more: each variant must
+run from its layer to the output. On a small CPU the forward pass is compute-bound once a call
+holds more than a few sequences, so with many inputs the speed-up tends to that compute ratio;
+on a GPU, where a forward of a few sequences is mostly launch overhead, batching is where the
+time goes.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import argparse
 import os
 import resource
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,6 +89,22 @@ def naive_sweep(bridge, tokens: torch.Tensor, method: str) -> dict[tuple[int, in
     return scores
 
 
+def _block_rows(bridge, run) -> int:
+    """Sequences x transformer blocks that ``run()`` pushes through the model."""
+    count = [0]
+
+    def hook(module, args, output):
+        count[0] += (output[0] if isinstance(output, tuple) else output).shape[0]
+
+    handles = [b.original_component.register_forward_hook(hook) for b in bridge.blocks]
+    try:
+        run()
+    finally:
+        for h in handles:
+            h.remove()
+    return count[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -101,25 +126,54 @@ def main() -> None:
     for n in args.n:
         tokens = _inputs(bridge, what, n)
         for method in ("zero", "mean"):
-            naive_t, batched_t = [], []
+            times: dict[str, list[float]] = {"loop": [], "batched": [], "shared": []}
+            results = {}
             for _ in range(args.repeats):
                 t = time.perf_counter()
                 naive = naive_sweep(bridge, tokens, method)
-                naive_t.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                result = pk.ablation.sweep(
-                    bridge, tokens, "accuracy", method=method, batch_size=args.batch_size
-                )
-                batched_t.append(time.perf_counter() - t)
+                times["loop"].append(time.perf_counter() - t)
+                for name, share in (("batched", False), ("shared", True)):
+                    t = time.perf_counter()
+                    results[name] = pk.ablation.sweep(
+                        bridge,
+                        tokens,
+                        "accuracy",
+                        method=method,
+                        batch_size=args.batch_size,
+                        share_prefix=share,
+                    )
+                    times[name].append(time.perf_counter() - t)
             diff = max(
-                abs(row.score - naive[(row.layer, row.head)]) for row in result.frame.itertuples()
+                abs(row.score - naive[(row.layer, row.head)])
+                for result in results.values()
+                for row in result.frame.itertuples()
             )
-            best_naive, best_batched = min(naive_t), min(batched_t)
+            work = {
+                "loop": _block_rows(bridge, partial(naive_sweep, bridge, tokens, method)),
+                **{
+                    name: _block_rows(
+                        bridge,
+                        partial(
+                            pk.ablation.sweep,
+                            bridge,
+                            tokens,
+                            "accuracy",
+                            method=method,
+                            batch_size=args.batch_size,
+                            share_prefix=share,
+                        ),
+                    )
+                    for name, share in (("batched", False), ("shared", True))
+                },
+            }
+            best = {name: min(t) for name, t in times.items()}
             print(
-                f"n={n:3d} x {tokens.shape[1]} tokens, {method:>4}: naive loop {best_naive:7.3f} s"
-                f" | batched sweep {best_batched:7.3f} s | speed-up "
-                f"{best_naive / best_batched:5.2f}x | max |score diff| {diff:.1e} "
-                f"(best of {args.repeats})"
+                f"n={n:3d} x {tokens.shape[1]} tokens, {method:>4}: loop {best['loop']:6.3f} s"
+                f" | batched {best['batched']:6.3f} s ({best['loop'] / best['batched']:4.2f}x)"
+                f" | batched + shared prefix {best['shared']:6.3f} s "
+                f"({best['loop'] / best['shared']:4.2f}x) | block-rows loop/batched/shared "
+                f"{work['loop']}/{work['batched']}/{work['shared']} | max |score diff| "
+                f"{diff:.1e} (best of {args.repeats})"
             )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {peak:.0f} MiB")

@@ -19,10 +19,18 @@ Batched: the variants (one per ablated component, plus the clean model) are laid
 batch dimension - the inputs repeated once per variant, in chunks of ``batch_size`` rows - and
 one hook per hook point replaces, row by row, the ablated slice (``torch.where`` on a per-row
 mask, so the ablated values are exactly those of a one-variant ``run_with_hooks``). One
-forward pass then scores many variants. ``batched=False`` runs the naive loop (one
-``run_with_hooks`` per variant) for comparison; scores agree up to float rounding (different
-batch shapes). Batching removes per-call overhead; it does not remove compute, so on a CPU
-with more than a few inputs the two cost about the same (``benchmarks/ablation_bench.py``).
+forward pass then scores many variants. Prefix sharing (``share_prefix``, teacher-forced
+sweeps of a ``TransformerBridge``): an ablation at layer ``l`` changes nothing before block
+``l``, so the clean rows run first and record the residual stream entering each layer, and a
+variant of layer ``l`` runs from block ``l`` on, with that stream replayed in place of blocks
+``0..l-1`` (swapped for stand-ins for the duration of the call). For L layers of H heads that
+is ``L + H L (L + 1) / 2`` block-rows per input instead of ``(H L + 1) L``: 1.67x less compute
+for 6 x 4 heads, 1.84x for 12 x 12. No exact sweep can save much more: every variant still
+runs from its layer to the output. Layers with few rows share
+one forward from the first of them, so a handful of inputs still costs a few calls.
+``batched=False`` runs the naive loop (one ``run_with_hooks`` per variant) for comparison;
+scores agree up to float rounding (different batch shapes). Batching removes per-call
+overhead, prefix sharing removes compute; ``benchmarks/ablation_bench.py`` measures both.
 
 Example::
 
@@ -49,6 +57,12 @@ LEVELS = ("layer", "head")
 COMPONENTS = ("attn", "mlp")
 METHODS = ("zero", "mean", "resample")
 METRICS = ("loss", "accuracy")
+
+# Prefix sharing: merge layers into one forward until it holds this many rows (a forward call
+# has a fixed cost, worth about this many rows of a small model's layers on a CPU), and keep at
+# most this many bytes of clean residual streams to replay.
+_MIN_ROWS = 32
+_RESID_BUDGET = 512 * 2**20
 
 Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -291,10 +305,27 @@ def _forward_rows(
     ref_acts: dict[str, torch.Tensor],
     src: torch.Tensor | None,
     score_fn: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    blocks: torch.nn.ModuleList | None = None,
+    start: int = 0,
+    replay: torch.Tensor | None = None,
+    capture: dict[int, list[torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Scores ``[rows]`` of one chunk: row ``r`` runs input ``rows_input[r]`` with variant
-    ``rows_variant[r]`` ablated (``-1``: clean)."""
-    fwd_hooks = []
+    ``rows_variant[r]`` ablated (``-1``: clean).
+
+    Prefix sharing: with ``start > 0`` blocks ``0..start-1`` of ``blocks`` are swapped for
+    :class:`_Replay` stand-ins and ``replay [rows, pos, d_model]`` (the clean residual stream
+    entering block ``start``) is fed to block ``start``. ``capture`` maps layers to lists that
+    receive the clean rows' ``blocks.{l}.hook_resid_pre``."""
+    fwd_hooks: list[tuple[str, Callable[..., Any]]] = []
+    if capture:
+        clean = rows_variant == -1
+
+        def keep(act: torch.Tensor, hook: Any) -> None:
+            capture[int(hook.name.split(".")[1])].append(act[clean].detach().clone())
+
+        fwd_hooks += [(f"blocks.{layer}.hook_resid_pre", keep) for layer in capture]
     for hook in sorted({variants[int(v)].hook for v in rows_variant.unique() if v >= 0}):
         at_hook = [i for i, v in enumerate(variants) if v.hook == hook]
         trailing = variants[at_hook[0]].mask.shape
@@ -310,11 +341,119 @@ def _forward_rows(
             value, per_row = ref_acts[hook][src[rows_input]], True
         fwd_hooks.append((hook, _AblationHook(row_mask, value, per_row)))
     batch = inputs[rows_input]
-    with torch.no_grad():
-        if fwd_hooks:
-            with model.hooks(fwd_hooks=fwd_hooks):
-                return score_fn(model, batch, rows_input)
-        return score_fn(model, batch, rows_input)
+    originals = [blocks[j] for j in range(start)] if blocks is not None else []
+    try:
+        for j in range(len(originals)):
+            blocks[j] = _Replay(replay if j == start - 1 else None)
+        with torch.no_grad():
+            if fwd_hooks:
+                with model.hooks(fwd_hooks=fwd_hooks):
+                    return score_fn(model, batch, rows_input)
+            return score_fn(model, batch, rows_input)
+    finally:
+        for j, block in enumerate(originals):
+            blocks[j] = block
+
+
+def _prefix_shared_scores(
+    model: Any,
+    blocks: torch.nn.ModuleList,
+    inputs: torch.Tensor,
+    variants: list[_Variant],
+    batch_size: int,
+    progress: bool,
+    **forward: Any,
+) -> torch.Tensor:
+    """Scores ``[n_variants + 1, n]`` (clean first), each variant run only from its layer on.
+
+    Inputs go in chunks small enough that their clean residual streams at every group's start
+    layer fit in ``_RESID_BUDGET`` bytes; within a chunk the first group (the clean rows, plus
+    any merged early layers) runs from the embedding and records those residual streams, and
+    each later group replays them into its start block."""
+    from tqdm.auto import tqdm
+
+    n, seq = inputs.shape
+    n_var = len(variants) + 1
+    starts = {start for start, _ in _prefix_groups(variants, min(n, batch_size), _MIN_ROWS)}
+    per_input = seq * model.cfg.d_model * max(len(starts), 1) * 4
+    chunk = max(1, min(n, _RESID_BUDGET // per_input))
+    scores = torch.empty(n_var, n)
+    bar = tqdm(total=n_var * n, desc="ablate", disable=not progress, leave=False)
+    for lo in range(0, n, chunk):
+        idx = torch.arange(lo, min(lo + chunk, n))
+        groups = _prefix_groups(variants, len(idx), _MIN_ROWS)
+        resid: dict[int, list[torch.Tensor]] = {s: [] for s, _ in groups if s > 0}
+        for start, members in groups:
+            rows_variant = torch.tensor(members).repeat_interleave(len(idx))
+            rows_input = idx.repeat(len(members))
+            replay_all = torch.cat(resid[start]) if start > 0 else None
+            for part in torch.arange(len(rows_variant)).split(batch_size):
+                rv, ri = rows_variant[part], rows_input[part]
+                scores[rv + 1, ri] = _forward_rows(
+                    model,
+                    rv,
+                    ri,
+                    inputs,
+                    variants,
+                    blocks=blocks,
+                    start=start,
+                    replay=None if replay_all is None else replay_all[ri - lo],
+                    capture=resid if bool((rv == -1).any()) and resid else None,
+                    **forward,
+                )
+                bar.update(len(part))
+    bar.close()
+    return scores
+
+
+class _Replay(torch.nn.Module):
+    """Stands in for block ``j < start`` during a prefix-shared forward: the last one returns
+    the cached clean residual stream entering block ``start`` for the chunk's rows, the others
+    pass their input through untouched (nothing before ``start`` is computed)."""
+
+    def __init__(self, value: torch.Tensor | None):
+        super().__init__()
+        self.value = value
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return hidden_states if self.value is None else self.value
+
+
+def _shared_blocks(model: Any) -> torch.nn.ModuleList | None:
+    """The block list a prefix-shared forward may swap entries of, or ``None`` (then the sweep
+    runs every variant from the embedding): the bridge's ``blocks`` must be the very
+    ``ModuleList`` its Hugging Face model loops over, return a bare tensor, and expose
+    ``blocks.{l}.hook_resid_pre``."""
+    blocks = getattr(model, "blocks", None)
+    hf = getattr(model, "original_model", None)
+    if not isinstance(blocks, torch.nn.ModuleList) or hf is None or len(blocks) == 0:
+        return None
+    if not any(m is blocks for m in hf.modules()):
+        return None
+    if any(f"blocks.{i}.hook_resid_pre" not in model.hook_dict for i in range(len(blocks))):
+        return None
+    return blocks
+
+
+def _prefix_groups(
+    variants: list[_Variant], n_inputs: int, min_rows: int
+) -> list[tuple[int, list[int]]]:
+    """Forward groups ``(start layer, variant indices)``, ``-1`` being the clean model (always
+    in the first group, which starts at 0). A variant of layer ``l`` changes nothing before
+    block ``l``, so its rows start there from the clean residual stream. Consecutive layers are
+    merged (the group starts at its first layer) while a group holds fewer than ``min_rows``
+    rows, so a few inputs do not pay one forward call per layer."""
+    by_layer: dict[int, list[int]] = {}
+    for i, v in enumerate(variants):
+        by_layer.setdefault(v.layer, []).append(i)
+    groups: list[tuple[int, list[int]]] = [(0, [-1])]
+    for layer in sorted(by_layer):
+        start, members = groups[-1]
+        if len(members) * n_inputs < min_rows:
+            groups[-1] = (start, members + by_layer[layer])
+        else:
+            groups.append((layer, by_layer[layer]))
+    return groups
 
 
 def _check_inputs(model: Any, inputs: Any, name: str) -> torch.Tensor:
@@ -352,6 +491,7 @@ def sweep(
     positions: torch.Tensor | None = None,
     batch_size: int = 128,
     batched: bool = True,
+    share_prefix: bool = True,
     seed: int = 0,
     progress: bool = False,
 ) -> AblationResult:
@@ -383,6 +523,10 @@ def sweep(
             target positions (target ``j`` is token ``j + 1``) to score; default all.
         batch_size: rows (input x variant) per forward pass.
         batched: False runs one ``run_with_hooks`` per variant (the naive loop).
+        share_prefix: batched teacher-forced sweeps of a ``TransformerBridge`` run each
+            variant only from its layer on, replaying the clean residual stream entering it
+            (nothing before layer ``l`` depends on an ablation at ``l``); False runs every
+            variant from the embedding. Same scores up to float rounding either way.
         seed: for ``"resample"``'s choice of source inputs.
 
     Returns:
@@ -477,7 +621,16 @@ def sweep(
     scores = torch.empty(n_var * n)
     from tqdm.auto import tqdm
 
-    if batched:
+    forward = {"method": method, "ref_acts": ref_acts, "src": src, "score_fn": score_fn}
+    blocks = None
+    if batched and share_prefix and prompt_len is None and not rnn:
+        blocks = _shared_blocks(model)
+    if blocks is not None:
+        scores = _prefix_shared_scores(
+            model, blocks, inputs, variants, batch_size, progress, **forward
+        ).reshape(-1)
+        chunks = []
+    elif batched:
         chunks = list(torch.arange(n_var * n).split(batch_size))
     else:  # the naive loop: one variant (all its inputs) per forward
         chunks = [
@@ -487,9 +640,7 @@ def sweep(
         ]
     for rows in tqdm(chunks, desc="ablate", disable=not progress, leave=False):
         rv, ri = rows_variant[rows], rows_input[rows]
-        scores[rows] = _forward_rows(
-            model, rv, ri, inputs, variants, method, ref_acts, src, score_fn
-        )
+        scores[rows] = _forward_rows(model, rv, ri, inputs, variants, **forward)
     scores = scores.reshape(n_var, n)
     means = scores.mean(1)
     clean = float(means[0])

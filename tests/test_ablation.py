@@ -159,6 +159,71 @@ def test_batched_sweep_equals_naive_loop(bridge, tokens, method):
             assert row.score == pytest.approx(float(expected[(row.layer, row.head)]), abs=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "neox", "llama"])
+@pytest.mark.parametrize(
+    ("level", "component", "method"),
+    [("head", "attn", "zero"), ("head", "attn", "resample"), ("layer", "mlp", "mean")],
+)
+def test_prefix_shared_sweep_equals_naive_loop(kind, level, component, method, monkeypatch):
+    """Each variant run from its own layer on (the clean residual stream replayed into it)
+    gives the naive loop's numbers, on every architecture, with groups split across chunks."""
+    from tiny_models import tiny_causal_lm
+
+    hf = tiny_causal_lm(kind, n_layer=3, n_positions=SEQ, vocab_size=VOCAB).eval()
+    with torch.no_grad():  # larger weights than the init, so that every ablation matters
+        for p in hf.parameters():
+            if p.ndim == 2:
+                p.mul_(4.0)
+    model = pk.load(hf)
+    assert pk.ablation._shared_blocks(model) is not None  # the prefix-shared path is taken
+    tokens = torch.randint(VOCAB, (5, SEQ), generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(pk.ablation, "_MIN_ROWS", 0)  # one group per layer
+    kw = {"level": level, "component": component, "method": method, "seed": 1}
+    naive = pk.ablation.sweep(model, tokens, "loss", batched=False, **kw)
+    for batch_size in (7, 256):
+        shared = pk.ablation.sweep(model, tokens, "loss", batch_size=batch_size, **kw)
+        assert torch.allclose(shared.scores, naive.scores, atol=5e-6, rtol=0)
+    assert naive.frame["delta"].abs().min() > 1e-4  # every ablation changes the loss
+
+
+def test_prefix_sharing_skips_the_blocks_before_the_ablated_layer(bridge, tokens, monkeypatch):
+    """Rows through each block: the clean rows everywhere; a variant of layer l from block l
+    on only. With merging (few rows), layers share one forward from the first of them."""
+    hf_blocks = bridge.original_model.transformer.h
+    rows = [0, 0]
+
+    def count(layer):
+        def hook(module, args, output):
+            rows[layer] += output.shape[0]
+
+        return hook
+
+    handles = [
+        b.original_component.register_forward_hook(count(i)) for i, b in enumerate(hf_blocks)
+    ]
+    try:
+        n = len(tokens)
+        monkeypatch.setattr(pk.ablation, "_MIN_ROWS", 0)
+        shared = pk.ablation.sweep(bridge, tokens, "loss")
+        assert rows == [n + 4 * n, n + 4 * n + 4 * n]  # clean + layer 0 heads; + layer 1 heads
+        rows[:] = [0, 0]
+        pk.ablation.sweep(bridge, tokens, "loss", share_prefix=False)
+        assert rows == [9 * n, 9 * n]
+        rows[:] = [0, 0]
+        monkeypatch.setattr(pk.ablation, "_MIN_ROWS", 32)  # 6 clean + 24 layer-0 rows < 32
+        merged = pk.ablation.sweep(bridge, tokens, "loss")
+        assert rows == [9 * n, 9 * n]
+    finally:
+        for h in handles:
+            h.remove()
+    assert torch.allclose(shared.scores, merged.scores, atol=1e-6, rtol=0)
+    # the blocks are restored: a plain forward still runs every block
+    rows[:] = [0, 0]
+    with torch.no_grad():
+        bridge(tokens)
+    assert all(isinstance(b, type(hf_blocks[0])) for b in hf_blocks)
+
+
 def test_generation_mode_ablates_every_decoding_step(bridge, tokens):
     prompt_len = 4
 

@@ -429,6 +429,7 @@ RECIPES = RecipeRegistry(
         "canary-lm": "probekit.train.canary:build_canary_lm",
         "kg-ring": "probekit.train.knowledge_graph:build_kg_ring",
         "compfn": "probekit.train.compositional:build_compfn",
+        "compfn-direct": "probekit.train.compositional:build_compfn_direct",
         "cog-rnn-bimt": "probekit.train.cognitive:build_cog_rnn_bimt",
         "cog-rnn-l1": "probekit.train.cognitive:build_cog_rnn_l1",
         "cog-rnn-plain": "probekit.train.cognitive:build_cog_rnn_plain",
