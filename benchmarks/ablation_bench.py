@@ -126,46 +126,31 @@ def main() -> None:
     for n in args.n:
         tokens = _inputs(bridge, what, n)
         for method in ("zero", "mean"):
-            times: dict[str, list[float]] = {"loop": [], "batched": [], "shared": []}
-            results = {}
+            runs = {"loop": partial(naive_sweep, bridge, tokens, method)}
+            for name, share in (("batched", False), ("shared", True)):
+                runs[name] = partial(
+                    pk.ablation.sweep,
+                    bridge,
+                    tokens,
+                    "accuracy",
+                    method=method,
+                    batch_size=args.batch_size,
+                    share_prefix=share,
+                )
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            out = {}
             for _ in range(args.repeats):
-                t = time.perf_counter()
-                naive = naive_sweep(bridge, tokens, method)
-                times["loop"].append(time.perf_counter() - t)
-                for name, share in (("batched", False), ("shared", True)):
+                for name, run in runs.items():
                     t = time.perf_counter()
-                    results[name] = pk.ablation.sweep(
-                        bridge,
-                        tokens,
-                        "accuracy",
-                        method=method,
-                        batch_size=args.batch_size,
-                        share_prefix=share,
-                    )
+                    out[name] = run()
                     times[name].append(time.perf_counter() - t)
+            naive = out.pop("loop")
             diff = max(
                 abs(row.score - naive[(row.layer, row.head)])
-                for result in results.values()
+                for result in out.values()
                 for row in result.frame.itertuples()
             )
-            work = {
-                "loop": _block_rows(bridge, partial(naive_sweep, bridge, tokens, method)),
-                **{
-                    name: _block_rows(
-                        bridge,
-                        partial(
-                            pk.ablation.sweep,
-                            bridge,
-                            tokens,
-                            "accuracy",
-                            method=method,
-                            batch_size=args.batch_size,
-                            share_prefix=share,
-                        ),
-                    )
-                    for name, share in (("batched", False), ("shared", True))
-                },
-            }
+            work = {name: _block_rows(bridge, run) for name, run in runs.items()}
             best = {name: min(t) for name, t in times.items()}
             print(
                 f"n={n:3d} x {tokens.shape[1]} tokens, {method:>4}: loop {best['loop']:6.3f} s"
