@@ -366,43 +366,53 @@ def _prefix_shared_scores(
 ) -> torch.Tensor:
     """Scores ``[n_variants + 1, n]`` (clean first), each variant run only from its layer on.
 
-    Inputs go in chunks small enough that their clean residual streams at every group's start
-    layer fit in ``_RESID_BUDGET`` bytes; within a chunk the first group (the clean rows, plus
-    any merged early layers) runs from the embedding and records those residual streams, and
-    each later group replays them into its start block."""
+    Inputs go in chunks small enough that their clean residual streams at every variant layer
+    fit in ``_RESID_BUDGET`` bytes; within a chunk the first group (the clean rows, plus any
+    merged early layers) runs from the embedding and records those residual streams, and each
+    later group replays them into its start block. A block that returns a tuple (older
+    transformers) cannot be stood in for by a tensor: then every group runs from the
+    embedding."""
     from tqdm.auto import tqdm
 
     n, seq = inputs.shape
-    n_var = len(variants) + 1
-    starts = {start for start, _ in _prefix_groups(variants, min(n, batch_size), _MIN_ROWS)}
-    per_input = seq * model.cfg.d_model * max(len(starts), 1) * 4
-    chunk = max(1, min(n, _RESID_BUDGET // per_input))
-    scores = torch.empty(n_var, n)
-    bar = tqdm(total=n_var * n, desc="ablate", disable=not progress, leave=False)
-    for lo in range(0, n, chunk):
-        idx = torch.arange(lo, min(lo + chunk, n))
-        groups = _prefix_groups(variants, len(idx), _MIN_ROWS)
-        resid: dict[int, list[torch.Tensor]] = {s: [] for s, _ in groups if s > 0}
-        for start, members in groups:
-            rows_variant = torch.tensor(members).repeat_interleave(len(idx))
-            rows_input = idx.repeat(len(members))
-            replay_all = torch.cat(resid[start]) if start > 0 else None
-            for part in torch.arange(len(rows_variant)).split(batch_size):
-                rv, ri = rows_variant[part], rows_input[part]
-                scores[rv + 1, ri] = _forward_rows(
-                    model,
-                    rv,
-                    ri,
-                    inputs,
-                    variants,
-                    blocks=blocks,
-                    start=start,
-                    replay=None if replay_all is None else replay_all[ri - lo],
-                    capture=resid if bool((rv == -1).any()) and resid else None,
-                    **forward,
-                )
-                bar.update(len(part))
-    bar.close()
+    n_layers = len({v.layer for v in variants})
+    item = next(model.parameters()).element_size()
+    chunk = max(1, min(n, _RESID_BUDGET // (seq * model.cfg.d_model * n_layers * item)))
+    scores = torch.empty(len(variants) + 1, n)
+    bare: list[bool] = []  # per call of block 0: did it return a bare tensor?
+    probe = blocks[0].register_forward_hook(
+        lambda module, args, output: bare.append(isinstance(output, torch.Tensor))
+    )
+    bar = tqdm(total=scores.numel(), desc="ablate", disable=not progress, leave=False)
+    try:
+        for lo in range(0, n, chunk):
+            idx = torch.arange(lo, min(lo + chunk, n))
+            groups = _prefix_groups(variants, len(idx), _MIN_ROWS)
+            resid: dict[int, list[torch.Tensor]] = {s: [] for s, _ in groups if s > 0}
+            for start, members in groups:
+                if start > 0 and not all(bare):  # block 0 ran in the first group
+                    start = 0
+                rows_variant = torch.tensor(members).repeat_interleave(len(idx))
+                rows_input = idx.repeat(len(members))
+                replay_all = torch.cat(resid[start]) if start > 0 else None
+                for part in torch.arange(len(rows_variant)).split(batch_size):
+                    rv, ri = rows_variant[part], rows_input[part]
+                    scores[rv + 1, ri] = _forward_rows(
+                        model,
+                        rv,
+                        ri,
+                        inputs,
+                        variants,
+                        blocks=blocks,
+                        start=start,
+                        replay=None if replay_all is None else replay_all[ri - lo],
+                        capture=resid if bool((rv == -1).any()) and resid else None,
+                        **forward,
+                    )
+                    bar.update(len(part))
+    finally:
+        probe.remove()
+        bar.close()
     return scores
 
 
