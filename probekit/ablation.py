@@ -348,8 +348,8 @@ def _forward_rows(
         with torch.no_grad():
             if fwd_hooks:
                 with model.hooks(fwd_hooks=fwd_hooks):
-                    return score_fn(model, batch, rows_input)
-            return score_fn(model, batch, rows_input)
+                    return score_fn(model, batch, rows_input).float().cpu()
+            return score_fn(model, batch, rows_input).float().cpu()
     finally:
         for j, block in enumerate(originals):
             blocks[j] = block
@@ -590,11 +590,17 @@ def sweep(
         if rnn
         else _transformer_variants(model, level, component, layers)
     )
+    # everything the forward passes touch lives on the model's device; scores come back on CPU
+    device = next(model.parameters()).device
+    inputs = inputs.to(device)
+    if positions is not None:
+        positions = positions.to(device)
 
     ref_acts: dict[str, torch.Tensor] = {}
     src = None
     if method != "zero":
         ref = inputs if reference is None else _check_inputs(model, reference, "reference")
+        ref = ref.to(device)
         if ref.shape[1] < seq:
             raise ValueError(
                 f"reference must be at least as long as inputs ({seq}), got {ref.shape[1]}"
