@@ -170,12 +170,20 @@ def _card(recipe: CompFnRecipe, seed: int, metrics: dict[str, Any], config_text:
         if r.fmt == "step"
         else "`<bos> t_1 .. t_5 <sep> x <sep> F(x)`"
     )
-    twin = (
-        "The direct-format twin of `compfn` (same task, split, model and optimisation; only the "
-        "intermediate outputs are left out), trained to compare step-by-step with direct.\n\n"
-        if r.fmt == "direct"
-        else ""
-    )
+    twin = ""
+    if r.fmt == "direct":
+        twin = (
+            "The direct-format twin of `compfn` (same task, split, model and optimisation; only "
+            "the intermediate outputs are left out), trained to compare step-by-step with direct."
+        )
+        if metrics["steps"] > CompFnRecipe().steps:
+            twin += (
+                f" It ran {metrics['steps']} steps, not `compfn`'s {CompFnRecipe().steps}: a first "
+                f"run of this recipe with {CompFnRecipe().steps} steps ended at chance (training "
+                "loss ln 10 = 2.303 on every output symbol, exact match 0 on training "
+                "compositions), which says nothing about generalisation."
+            )
+        twin += "\n\n"
     return f"""# {name}
 
 {twin}A {r.n_layer}-layer GPT-2 trained from scratch on compositions of functions in the
