@@ -55,9 +55,11 @@ def exact_match_metric(prompt_len: int):
     return exact_match
 
 
-def _load_task() -> tuple[CompositionTask, dict[str, torch.Tensor], dict[str, Any]]:
-    record = json.loads((CHECKPOINT / "split.json").read_text())
-    metrics = json.loads((CHECKPOINT / "metrics.json").read_text())
+def _load_task(
+    checkpoint: Path = CHECKPOINT,
+) -> tuple[CompositionTask, dict[str, torch.Tensor], dict[str, Any]]:
+    record = json.loads((checkpoint / "split.json").read_text())
+    metrics = json.loads((checkpoint / "metrics.json").read_text())
     task = CompositionTask(**record["task"])
     splits = {k: torch.tensor(record[k], dtype=torch.long) for k in ("train", "heldout")}
     splits["out_of_order"] = torch.tensor(record["out_of_order"], dtype=torch.long)
@@ -65,19 +67,22 @@ def _load_task() -> tuple[CompositionTask, dict[str, torch.Tensor], dict[str, An
 
 
 def _format_comparison(
-    model: Any, task: CompositionTask, drawn: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    model: Any,
+    task: CompositionTask,
+    splits: dict[str, torch.Tensor],
+    step_steps: int,
+    drawn: dict[str, tuple[torch.Tensor, torch.Tensor]],
 ) -> pk.report.Result | None:
     """Step-by-step (``compfn``) vs direct (``compfn-direct``) on the same compositions and
     inputs, under greedy decoding: exact match of everything written, and of the final answer
     ``F(x)`` (for step-by-step, after the model's own intermediate steps). ``None`` when the
-    twin is not shipped or was trained on another split."""
+    twin is not shipped or was trained on another split than ``splits`` (compfn's, which
+    trained ``step_steps`` steps)."""
     if not (DIRECT / "config.json").is_file():
         return None
-    record = json.loads((DIRECT / "split.json").read_text())
-    ours = json.loads((CHECKPOINT / "split.json").read_text())
-    if any(record[k] != ours[k] for k in ("train", "heldout", "out_of_order")):
+    direct_task, direct_splits, metrics = _load_task(DIRECT)
+    if any(not torch.equal(direct_splits[k], splits[k]) for k in splits):
         return None
-    direct_task = CompositionTask(**record["task"])
     direct = pk.load(DIRECT)
     rows = []
     with torch.no_grad():
@@ -97,8 +102,6 @@ def _format_comparison(
                     }
                 )
     frame = pd.DataFrame(rows)
-    metrics = json.loads((DIRECT / "metrics.json").read_text())
-    step_steps = json.loads((CHECKPOINT / "metrics.json").read_text())["steps"]
     fig = go.Figure(layout={"height": 380, "barmode": "group"})
     for fmt, part in frame.groupby("format", sort=False):
         fig.add_trace(go.Bar(x=part["compositions"], y=part["final_answer"], name=fmt))
@@ -274,7 +277,7 @@ def analyse(quick: bool = False) -> list[Any]:
     probes.title = "Linear probes per layer (residual stream after attention / after MLP)"
 
     # 4. step-by-step vs the direct-format twin
-    formats = _format_comparison(model, task, drawn)
+    formats = _format_comparison(model, task, splits, metrics["steps"], drawn)
 
     drop_zero = halves.loc["zero"]
     drop_mean = halves.loc["mean"]

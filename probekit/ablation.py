@@ -486,6 +486,39 @@ def _check_inputs(model: Any, inputs: Any, name: str) -> torch.Tensor:
     return inputs.long()
 
 
+def _stacked_scores(
+    model: Any,
+    inputs: torch.Tensor,
+    variants: list[_Variant],
+    batch_size: int,
+    batched: bool,
+    progress: bool,
+    forward: dict[str, Any],
+) -> torch.Tensor:
+    """Scores ``[n_variants + 1, n]`` (clean first), every row run from the embedding: the
+    variants stacked along the batch in chunks of ``batch_size`` rows (``batched``), or one
+    variant per forward (the naive loop)."""
+    from tqdm.auto import tqdm
+
+    n = len(inputs)
+    n_var = len(variants) + 1
+    rows_variant = torch.arange(-1, len(variants)).repeat_interleave(n)
+    rows_input = torch.arange(n).repeat(n_var)
+    if batched:
+        chunks = list(torch.arange(n_var * n).split(batch_size))
+    else:
+        chunks = [
+            part
+            for v in range(n_var)
+            for part in torch.arange(v * n, (v + 1) * n).split(batch_size)
+        ]
+    scores = torch.empty(n_var * n)
+    for rows in tqdm(chunks, desc="ablate", disable=not progress, leave=False):
+        rv, ri = rows_variant[rows], rows_input[rows]
+        scores[rows] = _forward_rows(model, rv, ri, inputs, variants, **forward)
+    return scores.reshape(n_var, n)
+
+
 def sweep(
     model: Any,
     inputs: torch.Tensor,
@@ -631,12 +664,6 @@ def sweep(
             tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
         return _generation_scores(metric, tokens, batch, prompt_len)
 
-    n_var = len(variants) + 1  # row 0 = clean
-    rows_variant = torch.arange(-1, len(variants)).repeat_interleave(n)
-    rows_input = torch.arange(n).repeat(n_var)
-    scores = torch.empty(n_var * n)
-    from tqdm.auto import tqdm
-
     forward = {"method": method, "ref_acts": ref_acts, "src": src, "score_fn": score_fn}
     blocks = None
     if batched and share_prefix and prompt_len is None and not rnn:
@@ -644,20 +671,9 @@ def sweep(
     if blocks is not None:
         scores = _prefix_shared_scores(
             model, blocks, inputs, variants, batch_size, progress, **forward
-        ).reshape(-1)
-        chunks = []
-    elif batched:
-        chunks = list(torch.arange(n_var * n).split(batch_size))
-    else:  # the naive loop: one variant (all its inputs) per forward
-        chunks = [
-            part
-            for v in range(n_var)
-            for part in torch.arange(v * n, (v + 1) * n).split(batch_size)
-        ]
-    for rows in tqdm(chunks, desc="ablate", disable=not progress, leave=False):
-        rv, ri = rows_variant[rows], rows_input[rows]
-        scores[rows] = _forward_rows(model, rv, ri, inputs, variants, **forward)
-    scores = scores.reshape(n_var, n)
+        )
+    else:
+        scores = _stacked_scores(model, inputs, variants, batch_size, batched, progress, forward)
     means = scores.mean(1)
     clean = float(means[0])
 

@@ -40,13 +40,15 @@ def _hf_final_answer(path: Path, tokens: torch.Tensor, prompt_len: int, length: 
 
 def test_format_comparison_matches_hf_generate():
     study = _study()
-    task, splits, _ = study._load_task()
+    task, splits, metrics = study._load_task()
     g = torch.Generator().manual_seed(5)
     drawn = {
         name: (splits[name][:24], task.random_inputs(24, g))
         for name in ("train", "heldout", "out_of_order")
     }
-    result = study._format_comparison(pk.load(study.CHECKPOINT), task, drawn)
+    result = study._format_comparison(
+        pk.load(study.CHECKPOINT), task, splits, metrics["steps"], drawn
+    )
     assert result is not None, "checkpoints/compfn-direct is shipped with the same split"
     frame = result.frame.set_index(["compositions", "format"])
     direct_task = dataclasses.replace(task, fmt="direct")
