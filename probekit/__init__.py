@@ -36,6 +36,8 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "grid": ("probekit.grid", None),
     "edit": ("probekit.edit", None),
     "shattering": ("probekit.shattering", None),
+    "geometry": ("probekit.geometry", None),
+    "forced_choice": ("probekit.forced_choice", None),
 }
 
 __all__ = [
@@ -45,6 +47,8 @@ __all__ = [
     "cache",
     "edit",
     "fingerprint",
+    "forced_choice",
+    "geometry",
     "grid",
     "load",
     "memorization",

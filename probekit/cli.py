@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 #: Subcommands defined in ``probekit/commands/<name>.py``, in ``--help`` order.
-COMMAND_MODULES = ("audit", "ablate", "grid", "modularity", "shatter")
+COMMAND_MODULES = ("audit", "ablate", "grid", "modularity", "shatter", "choose")
 
 
 class UsageError(Exception):
