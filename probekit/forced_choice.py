@@ -585,7 +585,9 @@ def evaluate(
 
         original_logp = [logps[i] if y == 0 else logps[n + i] for i, y in enumerate(labels)]
         original_ppl = np.where(labels == 0, ppl[:n], ppl[n:])
-        frame["min_k_prob"] = [float(min_k_prob(torch.as_tensor(lp)[None])[0]) for lp in original_logp]
+        frame["min_k_prob"] = [
+            float(min_k_prob(torch.as_tensor(lp)[None])[0]) for lp in original_logp
+        ]
         zlib_original = np.where(labels == 0, zlib_a, zlib_b)
         # Carlini et al. 2021: log-perplexity over zlib entropy (bits); low = suspiciously easy.
         frame["zlib_ratio"] = np.log(original_ppl) / (8.0 * zlib_original)

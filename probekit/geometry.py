@@ -66,9 +66,7 @@ MI_ESTIMATOR = (
 # ============================================================================ inputs
 
 
-def as_views(
-    embeddings: Any, hook: str | None = None, views: int | None = None
-) -> Tensor:
+def as_views(embeddings: Any, hook: str | None = None, views: int | None = None) -> Tensor:
     """Embeddings as a float tensor ``[items, views, dim]``.
 
     ``embeddings``: a tensor / array ``[items, views, dim]``, or ``[items * views, dim]`` with
@@ -175,7 +173,7 @@ def mmcr(
     n, k, d = z.shape
     with torch.no_grad():
         m = z.mean(1)
-        s = torch.linalg.svdvals(m)
+        s = formulas.singular_values(m)
         nuclear = float(s.sum())
         local = formulas.nuclear_norm(z) if k > 1 or lmbda else torch.ones(n, dtype=z.dtype)
         bound = formulas.capacity_bound(n, d)
@@ -280,7 +278,9 @@ def sweep(
                     f"embeddings[{key}] must be [{key[0]}, views, {key[1]}], got {tuple(z.shape)}"
                 )
             m = formulas.centroids(z.double())
-            gaps.append(1 - float(torch.linalg.svdvals(m).sum()) / formulas.capacity_bound(*key))
+            gaps.append(
+                1 - float(formulas.singular_values(m).sum()) / formulas.capacity_bound(*key)
+            )
         rows.append(
             {
                 "items": key[0],
@@ -324,8 +324,12 @@ def isotropic_sweep(
     check_positive_int("views", views)
     check_positive_int("repeats", repeats)
     for name, values in (("items", items), ("dims", dims)):
-        if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
-            raise ValueError(f"{name} must be a non-empty list of positive integers, got {values!r}")
+        if not values or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values
+        ):
+            raise ValueError(
+                f"{name} must be a non-empty list of positive integers, got {values!r}"
+            )
     g = as_generator(seed)
     data = {
         (n, d): [torch.randn(n, views, d, generator=g, dtype=torch.float64) for _ in range(repeats)]

@@ -276,7 +276,9 @@ def build_mmcr_mlp(
         "sweep": sweep,
     }
     with atomic_directory(out_dir) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors"
+        )
         save_file(snapshots, tmp / "snapshots.safetensors")
         save_file(sweep_state, tmp / "sweep.safetensors")
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -73,7 +73,6 @@ def sweep(frame: pd.DataFrame, label: str) -> Any:
 
 def trajectory(frame: pd.DataFrame) -> list[Any]:
     """Alignment and uniformity over training steps, and the gap and MI estimate."""
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     x = frame["step"].clip(lower=0.5)
@@ -88,8 +87,12 @@ def trajectory(frame: pd.DataFrame) -> list[Any]:
         xaxis_title="training step (log scale; step 0 drawn at 0.5)",
         xaxis_type="log",
     )
-    fig.update_yaxes(title_text="alignment: mean ||z_a - z_b||^2 (squared units)", secondary_y=False)
-    fig.update_yaxes(title_text="uniformity: log E exp(-2 ||z_i - z_j||^2) (nats)", secondary_y=True)
+    fig.update_yaxes(
+        title_text="alignment: mean ||z_a - z_b||^2 (squared units)", secondary_y=False
+    )
+    fig.update_yaxes(
+        title_text="uniformity: log E exp(-2 ||z_i - z_j||^2) (nats)", secondary_y=True
+    )
     fig2 = make_subplots(specs=[[{"secondary_y": True}]])
     fig2.add_scatter(x=x, y=frame["gap"], mode="lines+markers", name="gap")
     fig2.add_scatter(
