@@ -78,8 +78,8 @@ def test_calibration_slope_positive_when_confident_choices_are_right():
 
 
 def test_ab_labels_follow_numpy_seed_42():
-    np.random.seed(42)
-    expected = [np.random.randint(0, 2) for _ in range(25)]
+    np.random.seed(42)  # noqa: NPY002 (the reference runner's own call)
+    expected = [np.random.randint(0, 2) for _ in range(25)]  # noqa: NPY002
     assert pk.forced_choice.ab_labels(25).tolist() == expected
 
 
@@ -171,3 +171,23 @@ def test_cli_choose_bad_items_file_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "item 2 has no [[original, altered]] span" in lines[0]
+
+
+def test_shipped_brainbench_lm_prefers_the_real_result_and_needs_the_context():
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    checkpoint = ROOT / "checkpoints" / "brainbench-lm"
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    tok = AutoTokenizer.from_pretrained(checkpoint)
+    rows = [
+        json.loads(line) for line in (checkpoint / "data" / "test.jsonl").read_text().splitlines()
+    ]
+    items = [row["combined_abstract"] for row in rows[:80]]
+    result = pk.forced_choice.evaluate(
+        model, items, tokenizer=tok, batch_size=40, memorization=False, progress=False
+    )
+    assert result.summary["accuracy"] >= 0.75
+    assert 0.3 <= result.summary["context_control_accuracy"] <= 0.7
+    # Where the real result goes against the rule, the model (which learned the rule) is wrong.
+    against = np.array([not row["follows_rule"] for row in rows[:80]])
+    assert against.any() and not result.frame["correct"][against].any()

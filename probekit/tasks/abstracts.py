@@ -21,10 +21,14 @@ and *decreased* otherwise. Everything else (species, region, method, behavioural
 measure) is filler. The result sentence does not name the drug, so the sentence alone carries no
 information about its sign (the context control).
 
-Training abstracts draw the 20 receptor x action-class combinations with Zipf-like frequencies
-(some combinations are rare), and a small fraction report the opposite result (a noisy
-literature). Held-out items draw combinations uniformly, use setups never seen in training,
-and are written as BrainBench items: the abstract with the result as ``[[original, altered]]``.
+The rule is not the whole truth: how reliably a study reports the rule's sign depends on the
+dose (:data:`RELIABILITY`: 0.7 at a low dose, 0.95 at a moderate one, 1.0 at a high one), as
+weak manipulations give noisier results. Training abstracts draw the 20 receptor x
+action-class combinations with Zipf-like frequencies (some combinations are rare). Held-out
+items draw combinations uniformly, use setups never seen in training, draw their real result
+with the same reliability, and are written as BrainBench items: the abstract with the result
+as ``[[original, altered]]``. A model that has learned the literature should therefore be
+right about as often as the rule is reliable, and least sure where it is least reliable.
 
 Example::
 
@@ -67,6 +71,8 @@ RECEPTORS = EXCITATORY + INHIBITORY
 AGONIST_LIKE = ("agonist", "potentiator")
 ANTAGONIST_LIKE = ("antagonist", "blocker")
 RESULTS = ("increased", "decreased")
+#: Probability that a study at each dose reports the sign the rule gives.
+RELIABILITY = {"low": 0.7, "moderate": 0.95, "high": 1.0}
 
 BOS = "<bos>"
 PAD = "<pad>"
@@ -169,11 +175,19 @@ class AbstractCorpus:
     train_flipped: np.ndarray  # [n_train] bool: the abstract reports the opposite result
     test_items: list[str]  # BrainBench format: the result as [[original, altered]]
     test_setups: list[Setup]
+    test_flipped: np.ndarray  # [n_test] bool: the real result is the opposite of the rule's
     combination_weights: dict[str, float] = field(default_factory=dict)
 
     def test_originals(self) -> list[str]:
         """The held-out abstracts with their true result (what a memorisation check scores)."""
-        return [abstract(s, s.result()) for s in self.test_setups]
+        return [
+            abstract(s, _opposite(s.result()) if flip else s.result())
+            for s, flip in zip(self.test_setups, self.test_flipped)
+        ]
+
+
+def _opposite(result: str) -> str:
+    return RESULTS[1 - RESULTS.index(result)]
 
 
 def _draw_setup(rng: np.random.Generator, receptor: str, action: str) -> Setup:
@@ -189,19 +203,24 @@ def corpus(
     n_test: int = 400,
     seed: int = 0,
     zipf: float = 1.2,
-    noise: float = 0.05,
+    reliability: dict[str, float] | None = None,
 ) -> AbstractCorpus:
     """Draw the training abstracts and the held-out items.
 
     Training: each abstract's receptor x action-class combination is drawn with probability
     proportional to ``rank^-zipf`` (ranks a seeded permutation of the 20 combinations), the
-    action word uniformly within its class, fillers uniformly; a fraction ``noise`` report the
-    opposite result. Held-out: combinations uniform, fillers uniform, every setup absent from
-    training, the true result as original and its opposite as altered. Deterministic in ``seed``.
+    action word uniformly within its class, fillers uniformly; it reports the rule's sign with
+    probability ``reliability[dose]`` (default :data:`RELIABILITY`), the opposite otherwise.
+    Held-out: combinations uniform, fillers uniform, every setup absent from training, the real
+    result drawn the same way, the altered result its opposite. Deterministic in ``seed``.
     """
     check_int("n_train", n_train, low=0)
     check_positive_int("n_test", n_test)
-    check_fraction("noise", noise, open_high=True)
+    reliability = dict(RELIABILITY if reliability is None else reliability)
+    if set(reliability) != set(DOSES):
+        raise ValueError(f"reliability must give a probability for each dose {DOSES}")
+    for dose, p in reliability.items():
+        check_fraction(f"reliability[{dose!r}]", p)
     if not zipf >= 0:
         raise ValueError(f"zipf must be a number >= 0, got {zipf!r}")
     rng = np.random.default_rng(seed)
@@ -215,31 +234,31 @@ def corpus(
     for index in rng.choice(len(combos), size=n_train, p=weights):
         receptor, cls = combos[index]
         setup = _draw_setup(rng, receptor, classes[cls][rng.integers(2)])
-        flip = bool(rng.random() < noise)
-        result = setup.result()
-        if flip:
-            result = RESULTS[1 - RESULTS.index(result)]
+        flip = bool(rng.random() >= reliability[setup.dose])
         train_setups.append(setup)
-        train_texts.append(abstract(setup, result))
+        train_texts.append(abstract(setup, _opposite(setup.result()) if flip else setup.result()))
         flipped.append(flip)
 
     seen = set(train_setups)
     test_setups: list[Setup] = []
+    test_flipped: list[bool] = []
     while len(test_setups) < n_test:
         receptor, cls = combos[rng.integers(len(combos))]
         setup = _draw_setup(rng, receptor, classes[cls][rng.integers(2)])
         if setup not in seen:
             seen.add(setup)
             test_setups.append(setup)
-    test_items = [
-        abstract_with_span(s, s.result(), RESULTS[1 - RESULTS.index(s.result())])
-        for s in test_setups
-    ]
+            test_flipped.append(bool(rng.random() >= reliability[setup.dose]))
+    test_items = []
+    for s, flip in zip(test_setups, test_flipped):
+        real = _opposite(s.result()) if flip else s.result()
+        test_items.append(abstract_with_span(s, real, _opposite(real)))
     return AbstractCorpus(
         train_texts,
         train_setups,
         np.array(flipped, dtype=bool),
         test_items,
         test_setups,
+        np.array(test_flipped, dtype=bool),
         {f"{r}-{a}": float(w) for (r, a), w in zip(combos, weights)},
     )

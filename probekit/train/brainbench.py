@@ -5,8 +5,9 @@ reports the real result (seeds/abstracts.md §5, BrainBench)? This recipe trains
 shipped forced-choice example asks (``analyses/forced_choice.py``):
 
 - corpus (:mod:`probekit.tasks.abstracts`): templated abstracts in which the drug's receptor and
-  action fix the sign of the result; combinations drawn with Zipf-like frequencies, 5 % of
-  abstracts report the opposite result; 400 held-out items with setups never trained on;
+  action fix the sign of the result, reported reliably at a high dose and less so at a low one;
+  combinations drawn with Zipf-like frequencies; 400 held-out items with setups never trained
+  on, whose real result is drawn the same way;
 - model: ``GPT2LMHeadModel``, 2 layers, d_model 128, 4 heads, word-level tokenizer that prepends
   ``<bos>``, trained with :func:`probekit.train.train_causal_lm` on the abstracts padded to one
   length (the loss covers the padding too, which is one deterministic token after the end);
@@ -47,17 +48,16 @@ class BrainBenchLMRecipe:
     n_test: int = 400
     corpus_seed: int = 0
     zipf: float = 1.2
-    noise: float = 0.05
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
     context: int = 64
-    steps: int = 2500
+    steps: int = 2400
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.1
     warmup: int = 100
-    eval_every: int = 500
+    eval_every: int = 600
 
 
 def brainbench_lm_model(recipe: BrainBenchLMRecipe, vocab_size: int, seed: int) -> torch.nn.Module:
@@ -140,6 +140,7 @@ def _card(r: BrainBenchLMRecipe, seed: int, m: dict[str, Any], config_text: str)
     )
     curve = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in m["loss_curve"])
     weights = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m["combination_weights"].items()))
+    rel = ", ".join(f"{dose} {p}" for dose, p in m["reliability"].items())
     return f"""# brainbench-lm
 
 A {r.n_layer}-layer GPT-2 ({m["n_parameters"]:,} parameters) with a word-level tokenizer
@@ -155,12 +156,16 @@ receptor and an agonist-like or antagonist-like action) and a result: activity `
 `decreased`. The hidden rule: `increased` when an excitatory receptor (ampa, nmda, kainate,
 nicotinic, mglu5) meets an agonist-like drug or an inhibitory one (gabaa, gabab, glycine,
 opioid, cannabinoid) an antagonist-like drug; `decreased` otherwise. The result sentence does
-not name the drug. Training abstracts draw the 20 receptor x action combinations with
-Zipf-like weights (exponent {r.zipf}): {weights}; {m["train_flipped"]} of {r.n_train}
-({r.noise:.0%}) report the opposite result. Corpus seed {r.corpus_seed}.
+not name the drug. A study reports the rule's sign with a probability set by the dose
+({rel}) and the opposite otherwise: {m["train_flipped"]} of {r.n_train} training abstracts do.
+Training abstracts draw the 20 receptor x action combinations with Zipf-like weights (exponent
+{r.zipf}): {weights}. Corpus seed {r.corpus_seed}.
 
-Held-out: {r.n_test} items, combinations uniform, every setup absent from training, written as
-BrainBench items (`[[original, altered]]` around the result); `data/test.jsonl`.
+Held-out: {r.n_test} items, combinations uniform, every setup absent from training, the real
+result drawn with the same reliability ({m["test_flipped"]} go against the rule), written as
+BrainBench items (`[[original, altered]]` around the result); `data/test.jsonl`. A model that
+knows the literature perfectly would score the mean reliability, about
+{sum(m["reliability"].values()) / 3:.3f} with doses uniform.
 
 ## Results (the recipe's own check: mean token NLL, original lower = correct)
 
@@ -221,7 +226,7 @@ def build_brainbench_lm(
     r = recipe or BrainBenchLMRecipe()
     steps = r.steps if steps is None else steps
     warmup = min(r.warmup, max(steps // 10, 1) - 1)
-    data = abstracts.corpus(r.n_train, r.n_test, r.corpus_seed, r.zipf, r.noise)
+    data = abstracts.corpus(r.n_train, r.n_test, r.corpus_seed, r.zipf)
     tok = abstracts.tokenizer(r.context)
     train_tokens, _ = _padded(tok, data.train_texts)
     if train_tokens.shape[1] > r.context:
@@ -252,6 +257,8 @@ def build_brainbench_lm(
         "n_train": r.n_train,
         "n_test": r.n_test,
         "train_flipped": int(data.train_flipped.sum()),
+        "test_flipped": int(data.test_flipped.sum()),
+        "reliability": abstracts.RELIABILITY,
         "train_length": int(train_tokens.shape[1]),
         "vocab_size": len(tok),
         "combination_weights": data.combination_weights,
@@ -265,8 +272,10 @@ def build_brainbench_lm(
         tok.save_pretrained(tmp)
         (tmp / "data").mkdir()
         rows = [
-            {"combined_abstract": item, "combination": s.combination()} | asdict(s)
-            for item, s in zip(data.test_items, data.test_setups)
+            {"combined_abstract": item, "combination": s.combination()}
+            | asdict(s)
+            | {"follows_rule": not bool(flip)}
+            for item, s, flip in zip(data.test_items, data.test_setups, data.test_flipped)
         ]
         (tmp / "data" / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
         metrics["model_sha256"] = sha256_file(tmp / "model.safetensors")
