@@ -66,6 +66,33 @@ def _by_combination(frame: pd.DataFrame, rows: list[dict], weights: dict[str, fl
     return table, fig
 
 
+def _by_dose(frame: pd.DataFrame, rows: list[dict], reliability: dict[str, float]) -> Any:
+    """Accuracy and confidence per dose: does the model know where the literature is noisy?"""
+    table = (
+        frame.assign(dose=[r["dose"] for r in rows])
+        .groupby("dose")
+        .agg(
+            items=("correct", "size"),
+            accuracy=("correct", "mean"),
+            median_confidence=("confidence", "median"),
+        )  # fmt: skip
+        .reindex(list(reliability))
+        .reset_index()
+    )
+    table["reliability"] = table["dose"].map(reliability)
+    fig = go.Figure()
+    fig.add_bar(x=table["dose"], y=table["accuracy"], name="accuracy")
+    fig.add_scatter(x=table["dose"], y=table["reliability"], mode="markers", name="reliability "
+                    "of the literature (best possible accuracy)", marker={"size": 12})  # fmt: skip
+    fig.update_layout(
+        title="Accuracy per dose against the reliability of results at that dose",
+        xaxis_title="dose in the abstract",
+        yaxis_title="fraction (accuracy / reliability)",
+        yaxis_range=[0, 1.05],
+    )
+    return table, fig
+
+
 def _memorisation(model: Any, settings: dict, originals: list[str], n: int) -> dict[str, Any]:
     """Min-K% Prob of training abstracts vs the held-out originals (members should score higher)."""
     from sklearn.metrics import roc_auc_score
@@ -102,6 +129,7 @@ def analyse(quick: bool = False) -> tuple[pk.report.Result, list[Any]]:
     result = pk.forced_choice.evaluate(model, items, batch_size=32, progress=False)
     s = result.summary
     table, combo_fig = _by_combination(result.frame, rows, metrics["combination_weights"])
+    doses, dose_fig = _by_dose(result.frame, rows, metrics["reliability"])
     originals = [item.original for item in pk.forced_choice.parse_items(items)]
     memo = _memorisation(model, metrics["settings"], originals, 60 if quick else 200)
 
@@ -121,7 +149,13 @@ def analyse(quick: bool = False) -> tuple[pk.report.Result, list[Any]]:
         f"baseline {s['zlib_baseline_accuracy']:.3f} ({s['zlib_baseline_ties']} ties: the two "
         "versions differ by one word of equal length). Accuracy on the rarest quarter of "
         f"receptor x action combinations {rare['accuracy'].mean():.3f}, on the commonest "
-        f"{common['accuracy'].mean():.3f}. Memorisation check: Min-K% Prob of training "
+        f"{common['accuracy'].mean():.3f}. Per dose (reliability of the literature / accuracy / "
+        "median confidence): "
+        + "; ".join(
+            f"{r.dose} {r.reliability:.2f} / {r.accuracy:.3f} / {r.median_confidence:.4f}"
+            for r in doses.itertuples()
+        )
+        + f". Memorisation check: Min-K% Prob of training "
         f"abstracts {memo['train_min_k_prob']:.3f} vs held-out originals "
         f"{memo['heldout_min_k_prob']:.3f} (membership AUROC {memo['membership_auroc']:.2f})."
     )
@@ -140,8 +174,10 @@ def analyse(quick: bool = False) -> tuple[pk.report.Result, list[Any]]:
             "rare_combination_accuracy": float(rare["accuracy"].mean()),
             "common_combination_accuracy": float(common["accuracy"].mean()),
             **memo,
+            "accuracy_by_dose": dict(zip(doses["dose"], doses["accuracy"])),
+            "median_confidence_by_dose": dict(zip(doses["dose"], doses["median_confidence"])),
         },
-        figs=[combo_fig],
+        figs=[dose_fig, combo_fig],
         description=description,
     )
     result.title = "brainbench-lm: forced choice on held-out abstracts (per item)"

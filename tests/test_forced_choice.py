@@ -191,3 +191,19 @@ def test_shipped_brainbench_lm_prefers_the_real_result_and_needs_the_context():
     # Where the real result goes against the rule, the model (which learned the rule) is wrong.
     against = np.array([not row["follows_rule"] for row in rows[:80]])
     assert against.any() and not result.frame["correct"][against].any()
+
+
+def test_abstract_corpus_rule_holdout_and_items_parse():
+    from probekit.tasks import abstracts
+
+    corpus = abstracts.corpus(n_train=300, n_test=40, seed=3)
+    assert not set(corpus.test_setups) & set(corpus.train_setups)
+    gabaa_agonist = abstracts.Setup("mice", "striatal", "silicon probes", "navigation", "high",
+                                    "gabaa", "agonist", "spike counts", "baseline")  # fmt: skip
+    assert gabaa_agonist.result() == "decreased"
+    items = pk.forced_choice.parse_items(corpus.test_items)
+    assert [i.original for i in items] == corpus.test_originals()
+    # The result sentence alone never names the drug (the context control needs that).
+    assert all("receptor" not in i.sentences[0] for i in items)
+    high = [not f for s, f in zip(corpus.train_setups, corpus.train_flipped) if s.dose == "high"]
+    assert all(high)  # reliability 1.0 at a high dose
