@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import inspect
 import os
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-_RUNNERS: weakref.WeakKeyDictionary[nn.Module, Runner] = weakref.WeakKeyDictionary()
+_ATTRIBUTE = "_probekit_runner"
 
 
 class _Stop(Exception):
@@ -67,11 +66,11 @@ def _is_hf(model: Any) -> bool:
 class Runner:
     """Runs one model. Build it with :func:`runner` (cached per model object)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, tokenizer: Any = None) -> None:
         from probekit.models.rnn import HookedRNN
 
         self.model = model
-        self.tokenizer = getattr(model, "tokenizer", None)
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         self._plain: nn.Module | None = None
         if isinstance(model, HookedRNN):
             self.family = "rnn"
@@ -115,6 +114,13 @@ class Runner:
             return True
         cfg = self.model.cfg
         return cfg.vocab_size is not None and cfg.output_size == cfg.vocab_size
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The model's parameters in the order of the underlying module (Hugging Face order for
+        transformers); the very tensors the model computes with, so editing them edits it."""
+        if self.family == "rnn":
+            return self.model.named_parameters()
+        return self._plain_model().named_parameters()
 
     def hook_names(self) -> list[str]:
         """Every hook point the model has."""
@@ -298,21 +304,32 @@ def _set_buffer(module: nn.Module, name: str, value: Tensor) -> None:
 def runner(model: Any) -> Runner:
     """The :class:`Runner` of ``model`` (a pk.load result, an HF model, or a checkpoint path).
 
-    A path is loaded with :func:`probekit.load`. Runners are cached per model object.
+    A Hugging Face directory is read without booting a bridge (scoring and decoding need no
+    hooks; the bridge is built only if hooks are asked for); any other path goes through
+    :func:`probekit.load`. A runner is kept on its model object, so asking again is free.
     """
     if isinstance(model, Runner):
         return model
     if isinstance(model, (str, os.PathLike)):
-        from probekit.models.loading import load
+        from probekit.models.loading import detect_format, load, load_hf_plain
 
-        model = load(Path(model))
+        path = Path(model)
+        if path.is_dir() and detect_format(path) == "hf":
+            plain, tokenizer = load_hf_plain(path)
+            return _remember(plain, Runner(plain, tokenizer))
+        model = load(path)
     if not isinstance(model, nn.Module):
         raise TypeError(
             "model must be a model from pk.load (a TransformerBridge or a HookedRNN), a Hugging "
             f"Face PreTrainedModel, or a path to one; got {type(model).__name__}"
         )
-    found = _RUNNERS.get(model)
+    found = model.__dict__.get(_ATTRIBUTE)
     if found is None:
-        found = Runner(model)
-        _RUNNERS[model] = found
+        found = _remember(model, Runner(model))
+    return found
+
+
+def _remember(model: nn.Module, found: Runner) -> Runner:
+    # A plain attribute (not a submodule): the model<->runner cycle is collected with the model.
+    model.__dict__[_ATTRIBUTE] = found
     return found
