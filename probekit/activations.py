@@ -37,6 +37,7 @@ from probekit.fileio import (
     save_safetensors_atomic,
     write_json_atomic,
 )
+from probekit.validation import check_positive_int
 
 FORMAT = "probekit-activations"
 VERSION = 1
@@ -167,7 +168,7 @@ class ActivationStore:
     def iter(self, name: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """Yield ``name`` in batches of ``batch_size`` items, one shard in memory at a time."""
         self._check_name(name)
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         pending: list[torch.Tensor] = []
         held = 0
         for index in range(len(self._manifest["shards"])):
@@ -185,13 +186,17 @@ class ActivationStore:
             yield torch.cat(pending) if len(pending) > 1 else pending[0]
 
 
+def open_store(store: ActivationStore | str | Path) -> ActivationStore:
+    """``store`` itself, or the store at a path: what analyses taking a store accept."""
+    if isinstance(store, ActivationStore):
+        return store
+    if isinstance(store, (str, Path)) or hasattr(store, "__fspath__"):
+        return ActivationStore.open(store)
+    raise TypeError(f"expected an ActivationStore or a path to one, got {type(store).__name__}")
+
+
 def _dtype_of(name: str) -> torch.dtype:
     return getattr(torch, name.removeprefix("torch."))
-
-
-def _check_positive_int(argument: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -488,7 +493,7 @@ def cache(
         raise TypeError(
             f"model must be a hooked model from probekit.load, got {type(model).__name__}"
         )
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a torch floating dtype or None, got {dtype!r}")
     _check_positions(positions)
@@ -559,7 +564,7 @@ def build_store(
         source = _DataSource(None, source, batch_size or options.get("batch_size", 32))
     batch_size = source.batch_size
     if shard_size is not None:
-        _check_positive_int("shard_size", shard_size)
+        check_positive_int("shard_size", shard_size)
     if shard_size is not None and source.n_items is not None and shard_size % batch_size:
         # whole batches per shard keep shard boundaries identical across resumed runs
         raise ValueError(
