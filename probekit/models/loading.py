@@ -229,6 +229,9 @@ def _read_hf_dir(
     _check_hf_agreement(path, files, where, strict)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    # transformers' own "Loading weights" bar would leak into every command's output
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             path,
@@ -243,6 +246,8 @@ def _read_hf_dir(
         raise CheckpointError(f"{path}: cannot be loaded as a Hugging Face model: {err}") from err
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     for name, found, expected in sorted(info.get("mismatched_keys", ())):
         check_shape(where, name, tuple(expected), tuple(found))
     missing = sorted(info.get("missing_keys", ()))
