@@ -452,6 +452,19 @@ def _tokenize(model: nn.Module, texts: list[str]) -> tuple[torch.Tensor, torch.T
         raise ValueError(
             "data is a list of strings but the model has no tokenizer; pass token ids [N, T]"
         )
+    from probekit.models.runner import runner
+
+    context = runner(model).max_length
+    if context is not None:
+        # A text longer than (context x the longest token) characters cannot fit: refuse it
+        # before tokenising it (a 10 MB line would otherwise cost gigabytes).
+        limit = context * max(len(t) for t in tokenizer.get_vocab())
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise ValueError(
+                    f"data: text {i} has {len(text)} characters, more than fit in the model's "
+                    f"context of {context} tokens"
+                )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     encoded = tokenizer(texts, padding=True, return_tensors="pt", padding_side="right")
