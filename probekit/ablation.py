@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from probekit.models.runner import runner
+from probekit.report.page import Rendered
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -70,7 +71,7 @@ Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class AblationResult:
+class AblationResult(Rendered):
     """One row per ablated component.
 
     ``frame`` columns: ``layer``, ``head`` (``<NA>`` for whole-layer ablations; the group index

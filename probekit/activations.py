@@ -40,6 +40,7 @@ from probekit.fileio import (
     save_safetensors_atomic,
     write_json_atomic,
 )
+from probekit.report.page import Rendered
 from probekit.validation import check_positive_int
 
 FORMAT = "probekit-activations"
@@ -1108,7 +1109,7 @@ def _close_shard(
 
 
 @dataclass
-class StoreSummary:
+class StoreSummary(Rendered):
     """What a store holds, as a report section: one row per stored tensor."""
 
     frame: Any

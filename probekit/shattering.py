@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from probekit.report.figures.shattering import project, projection_figure, sweep_figures
+from probekit.report.page import Rendered
 from probekit.stats.shattering import correlation, distortion, pairwise_distances
 
 __all__ = [
@@ -188,7 +189,7 @@ def accuracy(
 
 
 @dataclass
-class ShatteringResult:
+class ShatteringResult(Rendered):
     """One edit. ``frame``: one row per subgraph (R, R normalised); ``accuracy``: one row per
     evaluation (before, after, drop); ``summary``: the headline numbers."""
 
@@ -379,7 +380,7 @@ def kg_edits(
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Rendered):
     """Many edits. ``frame``: one row per edit; ``summary``: R per (method, d), r and r^2."""
 
     frame: pd.DataFrame

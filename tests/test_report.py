@@ -490,3 +490,33 @@ def test_pages_of_a_folder_share_one_plotlyjs_file(tmp_path: Path) -> None:
         ]
         assert len(inline) == 1  # the fixed bootstrap only
     assert len(first.read_bytes()) < 200_000
+
+
+def test_results_render_themselves_in_jupyter() -> None:
+    import inspect
+
+    import plotly.graph_objects as go
+
+    import probekit as pk
+
+    fig = go.Figure(go.Bar(x=["a"], y=[1], name="bar"))
+    result = report.Result(
+        frame=pd.DataFrame({"x": [1.5]}), summary={"auc": 0.75}, figs=[fig], title="mine"
+    )
+    html_text = result._repr_html_()
+    assert "mine" in html_text and "0.75" in html_text and "plotly" in html_text.lower()
+    # every result class of the analysis modules shows itself the same way
+    for module in (pk.memorization, pk.ablation, pk.probes, pk.shattering, pk.activations):
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and hasattr(cls, "figures"):
+                assert issubclass(cls, report.Rendered), f"{module.__name__}.{name}"
+
+
+def test_tables_number_rows_cut_long_text_and_explain_missing_values() -> None:
+    frame = pd.DataFrame({"text": ["x" * 500, "short"], "value": [-1e-9, float("nan")]})
+    page = report.render(report.Result(frame=frame, title="t"))
+    assert "<th>#</th>" in page and '<td class="num id">1</td>' in page
+    assert "x" * 81 not in page.split("download")[0] or "long texts cut" in page
+    assert "long texts cut to 80 characters" in page
+    assert "-0<" not in page and ">0<" in page
+    assert "NaN / None in value" in page
