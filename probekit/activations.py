@@ -1000,7 +1000,7 @@ def _run(
     progress: bool,
     desc: str,
 ) -> None:
-    from tqdm.auto import tqdm
+    from probekit.progress import bar as progress_bar
 
     done = {s["start"]: s for s in manifest["shards"]}
     shard_size = manifest.get("shard_size")
@@ -1009,7 +1009,7 @@ def _run(
     buffer: dict[str, torch.Tensor] | None = None
     shard_start = cursor = 0
     skipping = False
-    bar = tqdm(total=source.n_items, unit="item", desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=source.n_items, unit="item", desc=desc, enabled=progress)
     started = time.perf_counter()
     for batch in source.batches():
         n = len(batch.inputs)

@@ -770,10 +770,10 @@ def perturbation_recovery(
     best_draw = torch.full_like(lev0, -1)
     params = [p for _, p in lm.named_parameters()]
     originals = [p.detach().clone() for p in params]
-    from tqdm.auto import tqdm
+    from probekit.progress import bar as progress_bar
 
     try:
-        for d in tqdm(range(draws), desc="perturb", disable=not progress, leave=False):
+        for d in progress_bar(range(draws), desc="perturb", unit="draw", enabled=progress):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + d)
             with torch.no_grad():
                 for p in params:
