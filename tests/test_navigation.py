@@ -130,7 +130,7 @@ def test_build_grid_rnn_writes_a_loadable_checkpoint(tmp_path):
     assert model.encoder.shape == (12, 24) and model.place_centers.shape == (24, 2)
     start = torch.tensor([[0.2, -0.4]])
     code = navigation.place_code(start, model.place_centers)
-    torch.testing.assert_close(nav_recipe.initial_state(model, start), 24 * code @ model.encoder.T)
+    torch.testing.assert_close(navigation.initial_state(model, start), 24 * code @ model.encoder.T)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["trained"]["n_units"] == 12 and saved["steps"] == 2
     assert metrics["verdict"] in (out / "card.md").read_text()
@@ -142,7 +142,7 @@ def test_build_grid_rnn_writes_a_loadable_checkpoint(tmp_path):
 def test_shipped_grid_rnn_path_integrates_as_its_card_says():
     metrics = json.loads((SHIPPED / "metrics.json").read_text())
     model = pk.load(SHIPPED, device="cpu")
-    out = nav_recipe.rollout(model, 500, seed=metrics["trained"]["eval_seed"])
+    out = navigation.rollout(model, 500, seed=metrics["trained"]["eval_seed"])
     err = (navigation.decode_position(out["logits"], model.place_centers) - out["positions"]).norm(
         dim=-1
     )

@@ -111,15 +111,14 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"no such checkpoint: {args.path}")
         from probekit.models.rnn import HookedRNN
         from probekit.tasks import navigation
-        from probekit.train.navigation import rollout
 
         model = pk.load(args.path, device="cpu")
         if not isinstance(model, HookedRNN) or not hasattr(model, "place_centers"):
             raise UsageError(
                 f"{args.path} is not a navigation RNN (needs the encoder and place_centers "
-                "extra tensors of probekit.train.navigation)"
+                "extra tensors of probekit.tasks.navigation.attach_task_tensors)"
             )
-        out = rollout(model, args.n_trajectories, args.seed)
+        out = navigation.rollout(model, args.n_trajectories, args.seed)
         acts, pos = out["hidden"].numpy(), out["positions"].numpy()
         if extent is None:
             extent = navigation.extent_of(tuple(model.cfg.extra.get("box", navigation.DEFAULT_BOX)))
