@@ -73,9 +73,8 @@ def _run(args: argparse.Namespace) -> int:
 
     import probekit as pk
     from probekit.tasks import knowledge_graph as kg
-    from probekit.train.knowledge_graph import load_graph
 
-    graph = load_graph(path)
+    graph = kg.load_graph(path)
     if max(args.distances) > graph.n_entities // 2:
         raise UsageError(f"--distances must be at most {graph.n_entities // 2} for this graph")
     model = pk.load(path)

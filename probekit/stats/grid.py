@@ -709,8 +709,9 @@ def module_table(
             raise ValueError(f"{name} must be a finite number, got {value!r}")
     if spacing_tol <= 0 or orientation_tol_deg <= 0:
         raise ValueError("spacing_tol and orientation_tol_deg must be positive")
-    if not isinstance(min_units, (int, np.integer)) or min_units < 1:
-        raise ValueError(f"min_units must be a positive int, got {min_units!r}")
+    from probekit.validation import check_positive_int  # (imports torch: only when called)
+
+    check_positive_int("min_units", min_units)
     if extent is not None:
         extent = check_extent(extent)
     scores, _, sacs = score_table(maps, method=method, threshold=threshold)

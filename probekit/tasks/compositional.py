@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from probekit.validation import as_generator, check_int
+
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
 
@@ -66,19 +68,6 @@ class CompositionSplit(NamedTuple):
     out_of_order: torch.Tensor
 
 
-def _as_generator(seed: int | torch.Generator) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class CompositionTask:
     """The task: sizes, the drawn functions (from ``seed``) and the token layout.
@@ -98,13 +87,13 @@ class CompositionTask:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("alphabet", self.alphabet, 2)
-        _check_int("length", self.length, 1)
-        _check_int("depth", self.depth, 1)
-        _check_int("n_functions", self.n_functions, 1)
+        check_int("alphabet", self.alphabet, low=2)
+        check_int("length", self.length, low=1)
+        check_int("depth", self.depth, low=1)
+        check_int("n_functions", self.n_functions, low=1)
         if self.fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {self.fmt!r}")
-        _check_int("seed", self.seed, 0)
+        check_int("seed", self.seed, low=0)
         g = torch.Generator().manual_seed(self.seed)
         # tables[d, k] maps symbol -> symbol (k = 0 is the identity); perm_tables[k] maps
         # output position -> input position for slot 0 when permutations=True.
@@ -259,8 +248,8 @@ class CompositionTask:
 
     def random_inputs(self, n: int, seed: int | torch.Generator) -> torch.Tensor:
         """``n`` inputs drawn uniformly with replacement: ``LongTensor [n, length]``."""
-        _check_int("n", n, 0)
-        return torch.randint(self.alphabet, (n, self.length), generator=_as_generator(seed))
+        check_int("n", n, low=0)
+        return torch.randint(self.alphabet, (n, self.length), generator=as_generator(seed))
 
     # ------------------------------------------------------------------ sequences
 
@@ -284,7 +273,7 @@ class CompositionTask:
         """``n`` sequences, each a composition drawn uniformly from ``compositions`` applied to a
         random input. Returns ``(tokens [n, seq_len], composition index [n])``."""
         comp = self._check_compositions(compositions)
-        g = _as_generator(seed)
+        g = as_generator(seed)
         which = torch.randint(len(comp), (n,), generator=g)
         x = self.random_inputs(n, g)
         return self.sequences(comp[which], x), which
@@ -349,9 +338,9 @@ class CompositionTask:
         slot order is a random non-identity permutation of the slots (with a non-identity
         function at two or more displaced slots, so the order matters), never in training.
         """
-        _check_int("n_train", n_train, 1)
-        _check_int("n_out_of_order", n_out_of_order, 0)
-        g = _as_generator(seed)
+        check_int("n_train", n_train, low=1)
+        check_int("n_out_of_order", n_out_of_order, low=0)
+        g = as_generator(seed)
         every = self.in_order()
         non_identity = (every % self.choices != 0).sum(1)
         base = torch.nonzero(non_identity <= 1).flatten()

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from probekit.validation import check_positive_int
+
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
 
@@ -106,10 +108,8 @@ def _check_args(
         )
     if train_tokens.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"train_tokens must be integer ids, got dtype {train_tokens.dtype}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("steps", steps)
+    check_positive_int("batch_size", batch_size)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not weight_decay >= 0:
