@@ -218,9 +218,10 @@ def _weight_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
 
 
-def _load_hf_dir(
+def _read_hf_dir(
     path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool
 ) -> nn.Module:
+    """The Hugging Face model of a directory, its weights checked against the config."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -258,7 +259,38 @@ def _load_hf_dir(
             f"{tuple(shapes[missing[0]].shape)})"
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         )
+    return model.to(device=device).eval()
+
+
+def _load_hf_dir(
+    path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool
+) -> nn.Module:
+    model = _read_hf_dir(path, device, dtype, trust_pickle)
     return _bridge_from_hf_model(model, device, dtype, _maybe_tokenizer(path))
+
+
+def load_hf_plain(
+    path: str | os.PathLike,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | str | None = None,
+    trust_pickle: bool = False,
+) -> tuple[nn.Module, Any]:
+    """``(model, tokenizer)`` of a Hugging Face directory without a bridge: for scoring and
+    decoding, which need no hooks (booting a bridge costs seconds per checkpoint). Used by
+    :func:`probekit.models.runner.runner`; the same checks as :func:`load`."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    path = Path(path)
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = _read_hf_dir(path, resolve_device(device), _resolve_dtype(dtype), trust_pickle)
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+    return model, _maybe_tokenizer(path)
 
 
 def _check_weights_file(file: Path, trust_pickle: bool) -> None:

@@ -1,1 +1,1 @@
-"""Pure formulas of the analyses (numpy / torch maths, no model running, no plotting)."""
+"""The formulas of each analysis as short pure functions (no model running, no plotting)."""
