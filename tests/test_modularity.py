@@ -202,6 +202,52 @@ def test_task_variance_matches_a_hand_computation():
     assert tv.summary["n_units"] == 12 and np.asarray(tv).shape == (12, 3)
 
 
+def test_task_variance_from_a_store_opened_in_a_fresh_process_equals_the_live_model(tmp_path):
+    import subprocess
+    import sys
+
+    model = _cog_model()
+    tasks = ["go", "dm1", "dms"]  # three trial lengths: the shorter ones are padded
+    live = mod.task_variance(model, tasks, n_trials=8, seed=5)
+    data = cog.variance_data(tasks, n_trials=8, seed=5, dtype=torch.float64)
+    assert (
+        data["tasks"] == tasks
+        and data["extras"]["task_id"].tolist()
+        == [0] * 8 + [cog.TASKS.index("dm1")] * 8 + [cog.TASKS.index("dms")] * 8
+    )
+    out = tmp_path / "acts"
+    # batches of 5 cut across tasks: batching must not matter either
+    pk.cache(
+        model,
+        data["inputs"],
+        "hook_hidden",
+        out=out,
+        extras=data["extras"],
+        dtype=None,
+        batch_size=5,
+        device="cpu",
+        progress=False,
+    )
+    code = (
+        "import sys, numpy as np, probekit as pk; "
+        "tv = pk.modularity.task_variance(sys.argv[1]); "
+        "np.save(sys.argv[2], tv.values); print(','.join(tv.tasks), tv.n_trials)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(tmp_path / "tv.npy")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.split() == [",".join(tasks), "8"]
+    np.testing.assert_allclose(np.load(tmp_path / "tv.npy"), live.values, rtol=1e-9, atol=1e-12)
+    # a subset of the stored tasks, by name; a task the store lacks is refused
+    part = mod.task_variance(pk.ActivationStore.open(out), ["dms", "go"])
+    np.testing.assert_allclose(part.values, live.values[:, [2, 0]], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="not in the store"):
+        mod.task_variance(out, ["anti"])
+
+
 def test_lesion_silences_only_targeted_units_inside_the_recurrence():
     model = _cog_model(h=10)
     labels = np.array([0, 0, 0, 1, 1, 1, 1, -1, -1, 2])

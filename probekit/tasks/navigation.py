@@ -23,8 +23,9 @@ data for that question, in the form used by Sorscher et al. (2019/2023) and Bani
 - the network of the task (``grid-rnn``): :func:`navigation_rnn` builds one untrained,
   :func:`attach_task_tensors` stores its encoder, place-cell centres and place-code settings in
   it, :func:`initial_state` rebuilds ``h0`` from start positions, :func:`rollout` runs it on
-  fresh trajectories, and :func:`rollout_data` gives the inputs, initial states and per-item
-  extras (positions, start, target) for caching a rollout with ``pk.cache``.
+  fresh trajectories, :func:`rollout_data` gives its inputs, initial states and per-item
+  extras (positions, start, target), and :func:`cache_rollout` writes the rollout's hidden
+  states to an activation store with those extras, so ``pk.grid`` can work from the store.
 
 Example::
 
@@ -47,6 +48,9 @@ import torch
 from probekit.validation import as_generator, check_positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
+    from probekit.activations import ActivationStore
     from probekit.models.rnn import HookedRNN
 
 #: Defaults (Sorscher et al.): box side, step (s), border region, turning sd (rad/s), speed scale.
@@ -327,8 +331,7 @@ def rollout_data(
     Returns ``{"inputs": velocity [n, T, 2], "h0": [n, hidden], "extras": {"positions":
     [n, T, 2], "start": [n, 2], "target": [n, T, n_place]}}``: the box and ``T`` come from the
     checkpoint (``seq_len`` overrides ``T``), the target is the place code of each position.
-    ``pk.cache(model, data["inputs"], "hook_hidden", extras=data["extras"], ...)`` with the
-    initial states ``data["h0"]`` stores what :func:`rollout` computes, positions beside it.
+    :func:`cache_rollout` stores the hidden states these give, the extras beside them.
     """
     _check_navigation_model(model)
     check_positive_int("n_trajectories", n_trajectories)
@@ -360,3 +363,65 @@ def rollout(
     with torch.no_grad():
         logits, cache = model.run_with_cache(data["inputs"], data["h0"], names_filter="hook_hidden")
     return {"hidden": cache["hook_hidden"], "logits": logits, **data["extras"]}
+
+
+def cache_rollout(
+    model: HookedRNN,
+    n_trajectories: int,
+    seed: int | torch.Generator,
+    out: str | Path | None = None,
+    *,
+    seq_len: int | None = None,
+    names: str | list[str] = "hook_hidden",
+    batch_size: int = 500,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    progress: bool = False,
+) -> ActivationStore:
+    """Cache a rollout (:func:`rollout_data`) in an activation store, positions beside it.
+
+    The store holds ``names`` (default ``hook_hidden [n, T, H]``) and the extras
+    ``positions [n, T, 2]``, ``start [n, 2]`` and ``target [n, T, n_place]``, written by the
+    store writer ``pk.cache`` uses (same shards, manifest, fingerprints and resume), so
+    ``pk.grid.ratemaps(store["hook_hidden"], store["positions"], ...)`` equals the rate maps of
+    :func:`rollout`'s ``hidden`` and ``positions``. Each trajectory starts from its own initial
+    state ``h0``, which ``pk.cache``'s data cannot carry: the items are trajectory indices, and
+    the trajectories, their ``h0`` and the model run here (``dtype`` None keeps float32).
+    """
+    from probekit.activations import build_store, resolve_names
+    from probekit.models.fingerprint import fingerprint
+    from probekit.validation import check_positive_int, resolve_device
+
+    check_positive_int("batch_size", batch_size)
+    data = rollout_data(model, n_trajectories, seed, seq_len)
+    names = resolve_names(model, names)
+    device = resolve_device(device)
+    model.to(device).eval()
+
+    def compute(index: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        rows = index[:, 0]
+        with torch.inference_mode():
+            _, acts = model.run_with_cache(
+                data["inputs"][rows].to(device), data["h0"][rows].to(device), names_filter=names
+            )
+        return {name: acts[name].cpu().to(dtype or acts[name].dtype) for name in names}
+
+    return build_store(
+        torch.arange(n_trajectories)[:, None],
+        compute,
+        model_fingerprint=fingerprint(model),
+        options={
+            "names": names,
+            "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+            "batch_size": batch_size,
+            "rollout": "probekit.tasks.navigation.cache_rollout: items are trajectory indices",
+        },
+        model_class=type(model).__name__,
+        out=out,
+        resume=resume,
+        progress=progress,
+        extras=data["extras"],
+        desc="rollout",
+        batch_size=batch_size,
+    )
