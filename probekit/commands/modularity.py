@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probekit.cli import UsageError
+    from probekit.inputs import UsageError
 
     if args.n_trials < 2:
         raise UsageError(f"--n-trials must be >= 2, got {args.n_trials}")

@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probekit.cli import UsageError
+    from probekit.inputs import UsageError
 
     path = Path(args.path)
     if not path.is_dir():

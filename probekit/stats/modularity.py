@@ -2,7 +2,7 @@
 
 Pure tensor maths, no model running and no plotting: the analysis module
 :mod:`probekit.modularity` builds its results from these, and the BIMT recipe
-(``probekit.train.cognitive``) uses the unit-grid geometry (:func:`grid_positions`,
+(``train/cognitive.py``) uses the unit-grid geometry (:func:`grid_positions`,
 :func:`distance_matrix`, :func:`connection_cost`). Sources: Yang et al. 2019 (Nature
 Neuroscience 22:297, task variance), Newman 2006 (PNAS 103:8577, modularity Q), Liu, Gan &
 Tegmark 2023 (Entropy 26:41, brain-inspired modular training, BIMT).
