@@ -39,8 +39,11 @@ Example::
 from __future__ import annotations
 
 import itertools
+import json
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -394,3 +397,73 @@ def greedy_generate(model: torch.nn.Module, prompts: torch.Tensor, total_len: in
         logits = out if isinstance(out, torch.Tensor) else out.logits
         tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return tokens
+
+
+def teacher_forced_right(
+    logits: torch.Tensor, tokens: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
+    """``BoolTensor [n, L - prompt_len]``: whether each output token of ``tokens [n, L]`` is the
+    argmax of the teacher-forced ``logits [n, L, vocab]`` one position before it. Every output
+    token right equals greedy exact match (greedy decoding then writes exactly ``tokens``)."""
+    return logits[:, prompt_len - 1 : -1].argmax(-1) == tokens[:, prompt_len:]
+
+
+@torch.no_grad()
+def teacher_forced_exact_match(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    prompt_len: int,
+    final_len: int,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Exact match from one teacher-forced forward of ``tokens [n, L]``.
+
+    ``exact_match``: every output token's (positions ``prompt_len..L-1``) argmax is right, which
+    equals greedy exact match; ``final_exact_match``: the last ``final_len`` tokens (the answer
+    ``F(x)``) are right; ``token_accuracy``: the fraction of right output tokens.
+    ``model(tokens)`` returns logits or an object with ``.logits``.
+    """
+    all_right, tok_right, final_right = [], [], []
+    for chunk in tokens.split(batch_size):
+        out = model(chunk)
+        logits = out if isinstance(out, torch.Tensor) else out.logits
+        right = teacher_forced_right(logits, chunk, prompt_len)
+        all_right.append(right.all(1))
+        tok_right.append(right.float().mean(1))
+        final_right.append(right[:, -final_len:].all(1))
+    return {
+        "exact_match": float(torch.cat(all_right).float().mean()),
+        "final_exact_match": float(torch.cat(final_right).float().mean()),
+        "token_accuracy": float(torch.cat(tok_right).mean()),
+    }
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_split(task: CompositionTask, split: CompositionSplit, path: str | os.PathLike) -> None:
+    """Write ``split.json``: the task's settings and the train / held-out / out-of-order
+    compositions (``[n, depth]`` function ids each)."""
+    payload = {
+        "task": asdict(task),
+        "train": split.train.tolist(),
+        "heldout": split.heldout.tolist(),
+        "out_of_order": split.out_of_order.tolist(),
+    }
+    Path(path).write_text(json.dumps(payload) + "\n")
+
+
+def load_split(path: str | os.PathLike) -> tuple[CompositionTask, CompositionSplit]:
+    """Read a ``split.json`` (a checkpoint directory or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "split.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no composition split at {path} (split.json)")
+    record = json.loads(path.read_text())
+    task = CompositionTask(**record["task"])
+    parts = {
+        k: torch.tensor(record[k], dtype=torch.long).reshape(-1, task.depth)
+        for k in ("train", "heldout", "out_of_order")
+    }
+    return task, CompositionSplit(**parts)
