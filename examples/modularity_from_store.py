@@ -18,7 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent
 model = pk.load(ROOT / "checkpoints" / "cog-rnn-bimt")
 data = cognitive.variance_data(n_trials=32, seed=0)
 out = Path(tempfile.mkdtemp()) / "acts"
-pk.cache(model, data["inputs"], "hook_hidden", out=out, extras=data["extras"], dtype=None)
+pk.cache(
+    model,
+    data["inputs"],
+    "hook_hidden",
+    out=out,
+    extras=data["extras"],
+    dtype=None,
+    batch_size=128,
+    progress=False,
+)
 
 # 2. From the store (a path works too): the same numbers as task_variance(model, n_trials=32).
 tv = pk.modularity.task_variance(out)

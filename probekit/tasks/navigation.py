@@ -386,8 +386,9 @@ def cache_rollout(
     store writer ``pk.cache`` uses (same shards, manifest, fingerprints and resume), so
     ``pk.grid.ratemaps(store["hook_hidden"], store["positions"], ...)`` equals the rate maps of
     :func:`rollout`'s ``hidden`` and ``positions``. Each trajectory starts from its own initial
-    state ``h0``, which ``pk.cache``'s data cannot carry: the items are trajectory indices, and
-    the trajectories, their ``h0`` and the model run here (``dtype`` None keeps float32).
+    state ``h0``, which ``pk.cache``'s data cannot carry: the items are trajectory indices
+    (``store["tokens"]``), and the trajectories, their ``h0`` and the model run here (``dtype``
+    None keeps float32).
     """
     from probekit.activations import build_store, resolve_names
     from probekit.models.fingerprint import fingerprint
