@@ -166,21 +166,7 @@ class GridModules:
         )
 
 
-def modules(
-    ratemaps: Any,
-    extent: Extent | None = None,
-    threshold: float = 0.3,
-    method: str = "banino",
-    min_units: int = 3,
-    max_modules: int = 8,
-    spacing_tol: float = 0.05,
-    orientation_tol_deg: float = 3.0,
-    max_spacing_cv: float = 0.1,
-    max_orientation_sd: float = 6.0,
-    null_scores: Any = None,
-    n_null_shuffles: int = 1,
-    seed: int = 0,
-) -> GridModules:
+def modules(ratemaps: Any, extent: Extent | None = None, **options: Any) -> GridModules:
     """Grid cells and their modules from rate maps ``[units, ny, nx]``.
 
     Grid cells are units with ``score60 > threshold`` (:func:`score`) whose autocorrelogram has a
@@ -197,23 +183,12 @@ def modules(
     Args:
         ratemaps: ``[units, ny, nx]`` from :func:`ratemaps` (row = y).
         extent: ``((x0, x1), (y0, y1))`` of the maps, for spacing in box units.
-        null_scores: score60 under a null, e.g. :func:`shuffle_null` on the activations; when
-            None, a bin-permutation null of the maps themselves (``n_null_shuffles`` draws).
-        spacing_tol, orientation_tol_deg: one unit of the clustering distance.
+        options: those of :func:`probekit.stats.grid.module_table`, with their defaults:
+            ``threshold=0.3``, ``method="banino"``, ``min_units=3``, ``max_modules=8``,
+            ``spacing_tol=0.05`` and ``orientation_tol_deg=3.0`` (one unit of the clustering
+            distance), ``max_spacing_cv=0.1``, ``max_orientation_sd=6.0``, ``null_scores``
+            (score60 under a null, e.g. :func:`shuffle_null` on the activations; when None, a
+            bin-permutation null of the maps themselves, ``n_null_shuffles=1`` draws) and
+            ``seed=0``.
     """
-    found = module_table(
-        ratemaps,
-        extent=extent,
-        threshold=threshold,
-        method=method,
-        min_units=min_units,
-        max_modules=max_modules,
-        spacing_tol=spacing_tol,
-        orientation_tol_deg=orientation_tol_deg,
-        max_spacing_cv=max_spacing_cv,
-        max_orientation_sd=max_orientation_sd,
-        null_scores=null_scores,
-        n_null_shuffles=n_null_shuffles,
-        seed=seed,
-    )
-    return GridModules(**found)
+    return GridModules(**module_table(ratemaps, extent, **options))

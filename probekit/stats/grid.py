@@ -678,26 +678,19 @@ def module_table(
     n_null_shuffles: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Grid cells and their modules from rate maps ``[units, ny, nx]``: the maths of
-    :func:`probekit.grid.modules`, returned as a dict (``frame``, ``summary``, ``ratemaps``,
-    ``sacs``, ``null_scores``, ``extent``).
-
-    Grid cells are units with ``score60 > threshold`` (:func:`score_table`) whose autocorrelogram has a
-    regular inner ring: six peaks (:func:`spacing_orientation`) whose distances vary by at most
-    ``max_spacing_cv`` of their mean and whose angles mod 60 have a circular sd of at most
-    ``max_orientation_sd`` degrees. The score alone passes some smooth random fields and band
-    cells (their SAC can correlate with its 60-degree rotation inside one annulus); a module
-    needs a well-defined spacing and orientation, so the ring is required too (``frame`` keeps
-    ``score_pass`` and ``regular`` separately). Spacing is in box units (from ``extent``),
-    orientation in degrees mod 60. Grid cells are clustered into modules by :func:`cluster_modules` (Gaussian mixture, k by BIC),
-    and clusters of fewer than ``min_units`` cells are not modules (their cells get module -1).
+    """Grid cells and their modules from rate maps ``[units, ny, nx]`` (the maths of
+    :func:`probekit.grid.modules`, which describes the method) as a dict: ``frame``,
+    ``summary``, ``ratemaps``, ``sacs``, ``null_scores``, ``extent``.
 
     Args:
-        ratemaps: ``[units, ny, nx]`` from :func:`ratemaps` (row = y).
-        extent: ``((x0, x1), (y0, y1))`` of the maps, for spacing in box units.
-        null_scores: score60 under a null, e.g. :func:`shuffle_null` on the activations; when
-            None, a bin-permutation null of the maps themselves (``n_null_shuffles`` draws).
-        spacing_tol, orientation_tol_deg: one unit of the clustering distance.
+        ratemaps: ``[units, ny, nx]`` (row = y); extent: ``((x0, x1), (y0, y1))`` or None.
+        threshold, method: of :func:`score_table`.
+        min_units, max_modules: the smallest module, the most modules tried.
+        spacing_tol, orientation_tol_deg: one unit of the clustering distance
+            (:func:`cluster_modules`).
+        max_spacing_cv, max_orientation_sd: how regular a grid cell's six-peak ring must be.
+        null_scores: score60 under a null; None: ``n_null_shuffles`` bin permutations.
+        seed: the mixture's and the null's seed.
     """
     maps = check_maps(ratemaps)
     for name, value in (
