@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -223,3 +224,33 @@ def train_causal_lm(
     bar.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def train_recipe_lm(
+    model: nn.Module,
+    train_tokens: torch.Tensor,
+    recipe: Any,
+    *,
+    steps: int,
+    warmup: int,
+    seed: int,
+    eval_fn: EvalFn | None = None,
+    progress: bool = True,
+    loss_mask: torch.Tensor | None = None,
+) -> TrainResult:
+    """:func:`train_causal_lm` with a recipe's ``batch_size``, ``lr``, ``weight_decay`` and
+    ``eval_every`` (the settings every causal-LM recipe dataclass has)."""
+    return train_causal_lm(
+        model,
+        train_tokens,
+        steps=steps,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        warmup=warmup,
+        seed=seed,
+        eval_fn=eval_fn,
+        eval_every=recipe.eval_every,
+        progress=progress,
+        loss_mask=loss_mask,
+    )

@@ -30,7 +30,7 @@ from probekit.tasks.compositional import (
     teacher_forced_exact_match,
     teacher_forced_right,
 )
-from probekit.train.causal_lm import TrainResult, train_causal_lm
+from probekit.train.causal_lm import TrainResult, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -277,17 +277,14 @@ def build_compfn(
             for name, tokens in sets.items()
         }
 
-    result: TrainResult = train_causal_lm(
+    result: TrainResult = train_recipe_lm(
         model,
         train_tokens,
+        recipe,
         steps=steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=eval_fn,
-        eval_every=recipe.eval_every,
         progress=progress,
         loss_mask=task.output_mask(),
     )

@@ -20,7 +20,7 @@ import torch
 
 from probekit.tasks import knowledge_graph as kg
 from probekit.tasks.knowledge_graph import save_graph
-from probekit.train.causal_lm import TrainResult, train_causal_lm
+from probekit.train.causal_lm import TrainResult, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -222,17 +222,14 @@ def build_kg_ring(
     def eval_fn(m: torch.nn.Module) -> dict[str, float]:
         return _accuracies(m, quick_sets, graph.n_entities)
 
-    result: TrainResult = train_causal_lm(
+    result: TrainResult = train_recipe_lm(
         model,
         train_tokens,
+        recipe,
         steps=steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=eval_fn,
-        eval_every=recipe.eval_every,
         progress=progress,
     )
     model.eval()
