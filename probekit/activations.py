@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import shutil
+import socket
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ from probekit.fileio import (
     save_safetensors_atomic,
     write_json_atomic,
 )
+from probekit.validation import check_positive_int
 
 FORMAT = "probekit-activations"
 VERSION = 1
@@ -95,14 +99,27 @@ class ActivationStore:
             done = len(manifest.get("shards", []))
             raise CheckpointError(
                 f"{path}: the store is incomplete ({done} shards written); rerun pk.cache "
-                "with the same model, data and out= (resume=True) to finish it"
+                "with the same model, data and out= (resume=True; the CLI's default) to finish it"
             )
+        _check_manifest(manifest, manifest_path)
         for shard in manifest["shards"]:
-            if not (path / shard["file"]).is_file():
+            problem = _shard_problem(path, shard, full=False)
+            if problem:
                 raise CheckpointError(
-                    f"{path / shard['file']}: shard listed in the manifest is missing"
+                    f"{path}: {problem}; rerun pk.cache with the same model, data and out= to "
+                    "recompute it"
                 )
         return cls(manifest, path=path)
+
+    def verify(self) -> None:
+        """Check every shard against the sha256 recorded when it was written (reads every
+        byte; :meth:`open` checks only that each file has its recorded size)."""
+        if self.path is None:
+            return
+        for shard in self._manifest["shards"]:
+            problem = _shard_problem(self.path, shard, full=True)
+            if problem:
+                raise CheckpointError(f"{self.path}: {problem}")
 
     # -- description
     @property
@@ -167,7 +184,7 @@ class ActivationStore:
     def iter(self, name: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """Yield ``name`` in batches of ``batch_size`` items, one shard in memory at a time."""
         self._check_name(name)
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         pending: list[torch.Tensor] = []
         held = 0
         for index in range(len(self._manifest["shards"])):
@@ -185,13 +202,141 @@ class ActivationStore:
             yield torch.cat(pending) if len(pending) > 1 else pending[0]
 
 
+class StoreWriteError(OSError):
+    """The disk refused a write (full, read-only, no permission); the store stays resumable."""
+
+
+class StoreLockedError(ValueError):
+    """Another process is writing this store (or audit) right now."""
+
+
+def _shard_file(root: Path, shard: Mapping[str, Any]) -> Path:
+    """The shard's file, which must lie inside ``root/shards`` (a manifest never points out)."""
+    name = shard.get("file")
+    if not isinstance(name, str) or not name.startswith(f"{SHARD_DIR}/"):
+        raise CheckpointError(f"{root}: manifest lists a shard file {name!r} outside {SHARD_DIR}/")
+    file = (root / name).resolve()
+    base = (root / SHARD_DIR).resolve()
+    if file.parent != base:
+        raise CheckpointError(f"{root}: manifest lists a shard file {name!r} outside {SHARD_DIR}/")
+    return file
+
+
+def _file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _shard_problem(root: Path, shard: Mapping[str, Any], full: bool) -> str | None:
+    """Why the shard's file cannot be trusted (missing, other size, other bytes), or None."""
+    file = _shard_file(root, shard)
+    if not file.is_file():
+        return f"shard {shard['file']} listed in the manifest is missing"
+    size = shard.get("bytes")
+    if size is not None and file.stat().st_size != size:
+        return (
+            f"shard {shard['file']} has {file.stat().st_size} bytes, the manifest recorded {size} "
+            "(truncated or replaced)"
+        )
+    if full and shard.get("sha256") is not None and _file_sha256(file) != shard["sha256"]:
+        return f"shard {shard['file']} does not match its recorded sha256 (changed on disk)"
+    return None
+
+
+def _check_manifest(manifest: Mapping[str, Any], where: Path) -> None:
+    """Shapes, dtypes and shard ranges that make sense before any shard is read."""
+    shapes, dtypes = manifest.get("shapes"), manifest.get("dtypes")
+    n_items = manifest.get("n_items")
+    ok = isinstance(shapes, dict) and isinstance(dtypes, dict) and set(shapes) == set(dtypes)
+    ok = ok and isinstance(n_items, int) and not isinstance(n_items, bool) and n_items >= 0
+    ok = ok and all(
+        isinstance(v, list) and all(isinstance(d, int) and d >= 0 for d in v)
+        for v in shapes.values()
+    )
+    ok = ok and all(isinstance(getattr(torch, str(d), None), torch.dtype) for d in dtypes.values())
+    if not ok:
+        raise CheckpointError(f"{where}: malformed manifest (shapes, dtypes or n_items)")
+    cursor = 0
+    for shard in manifest.get("shards", []):
+        if shard.get("start") != cursor or not isinstance(shard.get("stop"), int):
+            raise CheckpointError(f"{where}: shard ranges do not cover items 0..{n_items}")
+        cursor = shard["stop"]
+    if cursor != n_items:
+        raise CheckpointError(f"{where}: shard ranges do not cover items 0..{n_items}")
+
+
+class _StoreLock:
+    """An advisory lock file ``out/.lock`` (writer pid, host, start time) held while a store is
+    written: a second writer is refused; a lock left by a dead process on this host is taken
+    over. Readers never look at it."""
+
+    def __init__(self, out: Path):
+        self.file = out / ".lock"
+        self.record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        self.held = False
+
+    def __enter__(self) -> _StoreLock:
+        import json
+
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not self._dead(holder):
+                    raise StoreLockedError(
+                        f"out: {self.file.parent} is being written by process {holder.get('pid')} "
+                        f"on {holder.get('host')}; wait for it to finish, or use another out"
+                    ) from None
+                self.file.unlink(missing_ok=True)  # a dead writer's lock: take it over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.record, fh)
+            self.held = True
+            return self
+        raise StoreLockedError(f"out: {self.file.parent} is locked by another writer")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.held and self._holder() == self.record:
+            self.file.unlink(missing_ok=True)
+        self.held = False
+
+    def _holder(self) -> dict[str, Any] | None:
+        import json
+
+        try:
+            return json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return None  # half-written by a writer that died at once: stale
+
+    @staticmethod
+    def _dead(holder: Mapping[str, Any]) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False  # another machine's writer: never assume it is gone
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return False
+
+
+def open_store(store: ActivationStore | str | Path) -> ActivationStore:
+    """``store`` itself, or the store at a path: what analyses taking a store accept."""
+    if isinstance(store, ActivationStore):
+        return store
+    if isinstance(store, (str, Path)) or hasattr(store, "__fspath__"):
+        return ActivationStore.open(store)
+    raise TypeError(f"expected an ActivationStore or a path to one, got {type(store).__name__}")
+
+
 def _dtype_of(name: str) -> torch.dtype:
     return getattr(torch, name.removeprefix("torch."))
-
-
-def _check_positive_int(argument: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -393,7 +538,12 @@ def _select_positions(
     if positions is None:
         return acts
     if isinstance(positions, slice):
-        return acts[:, positions]
+        kept = acts[:, positions]
+        if kept.shape[1] == 0:
+            raise ValueError(
+                f"positions {positions!r} select no position of sequences of length {acts.shape[1]}"
+            )
+        return kept
     T = acts.shape[1]
     single = isinstance(positions, int)
     pos = torch.as_tensor([positions] if single else list(positions), device=acts.device)
@@ -488,7 +638,7 @@ def cache(
         raise TypeError(
             f"model must be a hooked model from probekit.load, got {type(model).__name__}"
         )
-    _check_positive_int("batch_size", batch_size)
+    check_positive_int("batch_size", batch_size)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a torch floating dtype or None, got {dtype!r}")
     _check_positions(positions)
@@ -559,7 +709,7 @@ def build_store(
         source = _DataSource(None, source, batch_size or options.get("batch_size", 32))
     batch_size = source.batch_size
     if shard_size is not None:
-        _check_positive_int("shard_size", shard_size)
+        check_positive_int("shard_size", shard_size)
     if shard_size is not None and source.n_items is not None and shard_size % batch_size:
         # whole batches per shard keep shard boundaries identical across resumed runs
         raise ValueError(
@@ -578,19 +728,33 @@ def build_store(
         "complete": False,
     }
     out_path = Path(out) if out is not None else None
-    if out_path is not None:
+    if out_path is None:
+        writer = _ShardWriter(None, manifest)
+        _run(source, compute, extra_tensors, manifest, writer, progress, desc)
+        return ActivationStore(manifest, memory=writer.memory)
+    if out_path.exists() and not out_path.is_dir():
+        raise ValueError(f"out: {out_path} exists and is not a directory")
+    with _StoreLock(out_path):
         existing = _prepare_out(out_path, manifest, list(options), resume)
         if existing is not None:
             if existing.get("complete"):
+                # Data known only as it streams (an iterable) is checked shard by shard.
+                if manifest["data_fingerprint"] is None:
+                    _check_streamed_data(source, extra_tensors, existing, out_path)
                 return ActivationStore.open(out_path)
             manifest = existing
-    writer = _ShardWriter(out_path, manifest)
-    try:
-        _run(source, compute, extra_tensors, manifest, writer, progress, desc)
-    finally:
-        writer.close()
-    if out_path is None:
-        return ActivationStore(manifest, memory=writer.memory)
+        writer = _ShardWriter(out_path, manifest)
+        try:
+            try:
+                _run(source, compute, extra_tensors, manifest, writer, progress, desc)
+            finally:
+                writer.close()
+        except OSError as err:
+            done = len(manifest["shards"])
+            raise StoreWriteError(
+                f"out: could not write to {out_path}: {err.strerror or err}; {done} complete "
+                "shard(s) are kept, rerun the same command to resume"
+            ) from None
     return ActivationStore.open(out_path)
 
 
@@ -620,9 +784,8 @@ def _check_extras(extras: Mapping[str, Any] | None, n_items: int | None) -> dict
 def _prepare_out(
     out: Path, manifest: dict[str, Any], option_keys: list[str], resume: bool
 ) -> dict[str, Any] | None:
-    """Check an existing store in ``out``; returns its manifest when resuming it."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a directory")
+    """Check an existing store in ``out`` (its writer's lock held); returns its manifest when
+    resuming it."""
     manifest_path = out / MANIFEST
     for stale_tmp in out.glob(f"{SHARD_DIR}/.*.tmp") if out.is_dir() else ():
         stale_tmp.unlink()  # temp files of a killed writer; never renamed, never valid
@@ -660,10 +823,50 @@ def _prepare_out(
         raise StaleStoreError(
             f"out: {out} already holds an activation store that does not match: "
             + "; ".join(problems)
-            + ". Use another out directory, or resume=False to replace it."
+            + ". Use another out directory, or resume=False (CLI: --no-resume) to replace it."
         )
-    existing["shards"] = [s for s in existing["shards"] if (out / s["file"]).is_file()]
+    kept = []
+    for shard in existing["shards"]:
+        problem = _shard_problem(out, shard, full=True)
+        if problem is None:
+            kept.append(shard)
+        else:
+            warnings.warn(f"{out}: {problem}; it is computed again", stacklevel=3)
+    if len(kept) != len(existing["shards"]):
+        existing["complete"] = False
+    existing["shards"] = kept
     return existing
+
+
+def _check_streamed_data(
+    source: _DataSource,
+    extras: Mapping[str, torch.Tensor],
+    manifest: Mapping[str, Any],
+    out: Path,
+) -> None:
+    """Stream ``source`` (no model run) and compare every shard's data hash with the one
+    recorded: a complete store is reused only for the very data that wrote it."""
+    bounds = {s["start"]: s for s in manifest["shards"]}
+    digest, start, cursor = hashlib.sha256(), 0, 0
+    for batch in source.batches():
+        digest.update(_bytes(batch.inputs))
+        if batch.mask is not None:
+            digest.update(_bytes(batch.mask))
+        cursor += len(batch.inputs)
+        shard = bounds.get(start)
+        if shard is not None and cursor >= shard["stop"]:
+            if cursor != shard["stop"] or digest.hexdigest() != shard["data_sha256"]:
+                raise StaleStoreError(
+                    f"out: {out} holds a store written for other data (items {start}.."
+                    f"{shard['stop']} differ); use another out, or resume=False (CLI: "
+                    "--no-resume) to replace it"
+                )
+            digest, start = hashlib.sha256(), cursor
+    if cursor != manifest.get("n_items"):
+        raise StaleStoreError(
+            f"out: {out} holds a store of {manifest.get('n_items')} items, the data has {cursor}; "
+            "use another out, or resume=False (CLI: --no-resume) to replace it"
+        )
 
 
 class _ShardWriter:
@@ -700,12 +903,24 @@ class _ShardWriter:
             "shard_data_sha256": data_sha,
         }
         save_safetensors_atomic(tensors, self.out / file, metadata=metadata)
-        self._record(start, stop, file, data_sha)
+        written = self.out / file
+        self._record(start, stop, file, data_sha, written.stat().st_size, _file_sha256(written))
         write_json_atomic(self.out / MANIFEST, self.manifest)
 
-    def _record(self, start: int, stop: int, file: str | None, data_sha: str) -> None:
+    def _record(
+        self,
+        start: int,
+        stop: int,
+        file: str | None,
+        data_sha: str,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> None:
         shards = [s for s in self.manifest["shards"] if s["start"] != start]
-        shards.append({"file": file, "start": start, "stop": stop, "data_sha256": data_sha})
+        entry = {"file": file, "start": start, "stop": stop, "data_sha256": data_sha}
+        if file is not None:
+            entry |= {"bytes": size, "sha256": sha256}
+        shards.append(entry)
         self.manifest["shards"] = sorted(shards, key=lambda s: s["start"])
 
     def flush(self) -> None:

@@ -18,9 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
-class UsageError(ValueError):
-    """A bad argument or input: reported in one line (exit status 2 in the CLI)."""
+from probekit.errors import UsageError
 
 
 def read_data(path: str | Path, flag: str = "--data") -> list[str] | Tensor:

@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from probekit.inputs import UsageError
+from probekit.errors import UsageError
 
 
 def register(subparsers: Any) -> None:

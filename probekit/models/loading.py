@@ -32,22 +32,11 @@ from probekit.fileio import (
     read_json,
     read_state_dict,
 )
+from probekit.validation import resolve_device
 
 # Fields of a HookedTransformerConfig that mark a legacy TransformerLens config.json.
 _TL_REQUIRED = ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "act_fn")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
-        ) from err
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:

@@ -72,6 +72,7 @@ class Runner:
         self.model = model
         self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         self._plain: nn.Module | None = None
+        self._bare: bool | None = None
         if isinstance(model, HookedRNN):
             self.family = "rnn"
             self.architecture = model.cfg.kind
@@ -249,6 +250,46 @@ class Runner:
         if self.tokenizer is not None:
             return self.tokenizer.decode([int(i) for i in ids])
         return " ".join(str(int(i)) for i in ids)
+
+    # -- the block list, for sweeps that replay a cached residual stream
+    def shareable_blocks(self) -> nn.ModuleList | None:
+        """The bridge's ``blocks`` if they are the very ``ModuleList`` its Hugging Face model
+        loops over and every ``blocks.{l}.hook_resid_pre`` exists, else None.
+
+        :func:`probekit.ablation.sweep` swaps entries of this list, for one call, for stand-ins
+        that replay a recorded residual stream (its documented prefix-sharing optimisation).
+        """
+        if self.family != "transformer" or not is_bridge(self.model):
+            return None
+        blocks = getattr(self.model, "blocks", None)
+        if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+            return None
+        if not any(m is blocks for m in self.model.original_model.modules()):
+            return None
+        if any(
+            f"blocks.{i}.hook_resid_pre" not in self.model.hook_dict for i in range(len(blocks))
+        ):
+            return None
+        return blocks
+
+    def blocks_return_tensors(self) -> bool:
+        """Whether block 0 returns a bare tensor (not a tuple, as older transformers do), found
+        by one forward pass of a single token."""
+        if self._bare is None:
+            blocks = self.shareable_blocks()
+            if blocks is None:
+                return False
+            seen: list[bool] = []
+            probe = blocks[0].register_forward_hook(
+                lambda module, args, output: seen.append(isinstance(output, Tensor))
+            )
+            try:
+                with torch.no_grad():
+                    self.model(torch.zeros(1, 1, dtype=torch.long, device=self.device))
+            finally:
+                probe.remove()
+            self._bare = bool(seen) and all(seen)
+        return self._bare
 
     # -- the plain Hugging Face path
     def _plain_model(self) -> nn.Module:
