@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from probekit.errors import UsageError
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -33,7 +35,7 @@ def register(subparsers: Any) -> None:
 
 def _load_array(spec: str, what: str):
     """A float array from ``FILE[:KEY]`` (the one input reader, :func:`probekit.inputs.read_data`)."""
-    from probekit.inputs import UsageError, read_data
+    from probekit.inputs import read_data
 
     value = read_data(spec, flag=f"--{what}")
     if isinstance(value, list):
@@ -42,7 +44,6 @@ def _load_array(spec: str, what: str):
 
 
 def _extent(text: str | None):
-    from probekit.inputs import UsageError
 
     if text is None:
         return None
@@ -57,8 +58,6 @@ def _extent(text: str | None):
 
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from probekit.inputs import UsageError
 
     if args.bins < 3:
         raise UsageError(f"--bins must be >= 3, got {args.bins}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from probekit.errors import UsageError
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -52,8 +54,6 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from probekit.inputs import UsageError
 
     path = Path(args.path)
     if not path.is_dir():
