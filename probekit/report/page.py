@@ -88,7 +88,7 @@ nav.toc ol { margin: 0; padding-left: 1.5rem; }
 .table-wrap { overflow-x: auto; max-width: 100%; }
 .table-wrap.scroll { max-height: 36rem; overflow-y: auto; border-bottom: 1px solid var(--line); }
 table { border-collapse: collapse; font-size: 0.875rem; margin: 0.25rem 0; }
-th, td { border: 1px solid var(--line); padding: 0.3rem 0.6rem; text-align: left;
+th, td { unicode-bidi: isolate; border: 1px solid var(--line); padding: 0.3rem 0.6rem; text-align: left;
   vertical-align: top; }
 th { background: #eef1f4; font-weight: 600; position: sticky; top: 0; }
 tbody tr:nth-child(even) { background: var(--zebra); }
@@ -131,13 +131,19 @@ _BOOTSTRAP_JS = """
 # ----------------------------------------------------------------------------- escaping
 
 
+#: Bidirectional overrides and isolates, and zero-width characters: invisible, yet they can
+#: reorder or hide what a reader sees (a training text that reads as something else).
+_INVISIBLE_RE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
 def _clean(text: str) -> str:
-    """Replace lone surrogates (possible in decoded token text) so the page encodes as UTF-8."""
+    """Replace lone surrogates (possible in decoded token text) so the page encodes as UTF-8,
+    and show invisible bidi / zero-width characters as visible ``[U+202E]`` escapes."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
+    return _INVISIBLE_RE.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", text)
 
 
 def _esc(value: Any) -> str:
@@ -422,18 +428,23 @@ def _csp_hash(script: str) -> str:
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
-def _page(title: str, body: str, scripts: Sequence[str]) -> str:
-    """A whole HTML document; ``scripts`` are inline scripts placed at the end of the body."""
-    script_src = (
-        " ".join([_csp_hash(s) for s in scripts] + ["'unsafe-eval'"]) if scripts else "'none'"
-    )
+#: The shared plotly.js written beside pages that are not self-contained.
+PLOTLY_FILE = "plotly.min.js"
+
+
+def _page(title: str, body: str, scripts: Sequence[str], external: str | None = None) -> str:
+    """A whole HTML document; ``scripts`` are inline scripts placed at the end of the body,
+    after ``external`` (a script file beside the page, e.g. the shared plotly.js)."""
+    sources = [_csp_hash(s) for s in scripts] + (["'self'"] if external else [])
+    script_src = " ".join([*sources, "'unsafe-eval'"]) if sources else "'none'"
     # 'unsafe-eval' only because plotly.js's WebGL traces compile shaders through Function();
     # injected markup still cannot run: inline scripts must match one of the hashes.
     csp = (
         f"default-src 'none'; script-src {script_src}; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:; base-uri 'none'; form-action 'none'"
     )
-    tail = "".join(f"<script>{s}</script>\n" for s in scripts)
+    tail = f'<script src="{_esc(external)}"></script>\n' if external else ""
+    tail += "".join(f"<script>{s}</script>\n" for s in scripts)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -455,8 +466,10 @@ def render(
     *,
     max_rows: int = MAX_ROWS,
     max_csv_bytes: int = MAX_CSV_BYTES,
+    self_contained: bool = True,
 ) -> str:
-    """The HTML text of the page :func:`write` would write (see :func:`write`)."""
+    """The HTML text of the page :func:`write` would write (see :func:`write`); with
+    ``self_contained=False`` the page loads ``plotly.min.js`` from its own folder."""
     items, where = _as_result_list(results)
     if not items:
         raise ValueError("results is empty: pass one result or a list of results")
@@ -486,8 +499,11 @@ def render(
             stem = f"{i:02d}-{_slug(section.title)}"
             parts.append(_frame_html(section.frame, stem, max_rows, max_csv_bytes))
         parts.append("</section>")
-    scripts = [_plotly_js(), _BOOTSTRAP_JS] if n_figures else []
-    return _page(title, "\n".join(parts), scripts)
+    if not n_figures:
+        return _page(title, "\n".join(parts), [])
+    if self_contained:
+        return _page(title, "\n".join(parts), [_plotly_js(), _BOOTSTRAP_JS])
+    return _page(title, "\n".join(parts), [_BOOTSTRAP_JS], external=PLOTLY_FILE)
 
 
 def write(
@@ -497,8 +513,9 @@ def write(
     *,
     max_rows: int = MAX_ROWS,
     max_csv_bytes: int = MAX_CSV_BYTES,
+    self_contained: bool = False,
 ) -> Path:
-    """Write one self-contained HTML report for ``results`` to ``path``; return the path.
+    """Write one HTML report for ``results`` to ``path``; return the path.
 
     Args:
         results: one result or a list of them. A result is any object with ``.frame`` (a pandas
@@ -511,10 +528,11 @@ def write(
         title: page title; defaults to the single result's title, or "probekit report".
         max_rows: rows of each frame shown in the page; the full frame is offered as a CSV
             download when it is at most ``max_csv_bytes`` bytes.
+        self_contained: embed plotly.js in the page (one file to hand on, ~5 MB). By default
+            the pages of a folder share one ``plotly.min.js`` written beside them.
 
     The page has one section per result (heading, description, summary table, figures, data
-    table) and a table of contents when there are several. It embeds plotly.js once (only when
-    there are figures) and needs no network. Every string from the data is escaped; see the
+    table) and a table of contents when there are several. It needs no network. Every string from the data is escaped; see the
     module docstring for the rule applied to figure text.
 
     Raises:
@@ -531,11 +549,22 @@ def write(
         >>> write(Result(), "report/page.html")  # doctest: +SKIP
         PosixPath('report/page.html')
     """
-    text = render(results, title, max_rows=max_rows, max_csv_bytes=max_csv_bytes)
+    text = render(
+        results,
+        title,
+        max_rows=max_rows,
+        max_csv_bytes=max_csv_bytes,
+        self_contained=self_contained,
+    )
     # fileio imports torch (seconds); only pay for it when a page is actually written.
     from probekit import fileio
 
     path = Path(path)
+    if f'<script src="{PLOTLY_FILE}">' in text:
+        shared = path.parent / PLOTLY_FILE
+        js = _plotly_js()
+        if not shared.is_file() or shared.stat().st_size != len(js.encode("utf-8")):
+            fileio.write_text_atomic(shared, js)
     fileio.write_text_atomic(path, text)
     return path
 
