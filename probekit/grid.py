@@ -2,8 +2,8 @@
 
 A network trained to path-integrate may develop grid cells, units whose spatial rate map is a
 hexagonal lattice, organised (in the brain, and in some models) into a few discrete modules of
-different spacing (Banino et al. 2018, Nature 557:429; Sorscher et al. 2023, Neuron
-111:121). This module answers that question from a model's activations along trajectories:
+different spacing (Banino et al. 2018; Sorscher et al. 2023; method in ``docs/grid.md``). This
+module answers that question from a model's activations along trajectories:
 
 - :func:`ratemaps`: mean activation per spatial bin, ``[units, ny, nx]``, row = y, column = x,
   NaN where nothing was visited;

@@ -4,7 +4,7 @@ Pure array maths (numpy / scipy / scikit-learn), no model running and no plottin
 module :mod:`probekit.grid` wraps these into results with figures, and the ``grid-rnn`` recipe
 measures its card with them. Sources: the grid score of Sargolini et al. (2006, Science
 312:758) as used by Banino et al. (2018, Nature 557:429) and Sorscher et al. (2023, Neuron
-111:121).
+111:121); the method in ``docs/grid.md``.
 
 Conventions: a rate map is ``[ny, nx]`` with row = y (increasing with y), column = x, NaN where
 nothing was visited; a population of maps is ``[units, ny, nx]``; an extent is

@@ -5,7 +5,8 @@ Pure tensor maths, no model running and no plotting: the analysis module
 (``train/cognitive.py``) uses the unit-grid geometry (:func:`grid_positions`,
 :func:`distance_matrix`, :func:`connection_cost`). Sources: Yang et al. 2019 (Nature
 Neuroscience 22:297, task variance), Newman 2006 (PNAS 103:8577, modularity Q), Liu, Gan &
-Tegmark 2023 (Entropy 26:41, brain-inspired modular training, BIMT).
+Tegmark 2023 (Entropy 26:41, brain-inspired modular training, BIMT); the method in
+``docs/modularity.md``.
 
 Every partition argument ``labels`` is ``[n]`` or a batch ``[batch, n]`` of integer cluster ids
 ``0..k-1``; a batch gives one value per partition (the label-shuffle nulls use this).
