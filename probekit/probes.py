@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from probekit.report.page import Rendered
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
@@ -32,7 +34,7 @@ __all__ = ["ProbeResult", "linear", "split_items"]
 
 
 @dataclass
-class ProbeResult:
+class ProbeResult(Rendered):
     """One row per (hook, label).
 
     ``frame`` columns: ``hook``, ``layer`` (the hook's index in the order given), ``label``,
@@ -48,27 +50,9 @@ class ProbeResult:
     description: str = ""
 
     def figures(self) -> list[go.Figure]:
-        """Held-out accuracy per hook, one line per label, with each label's chance level."""
-        import plotly.graph_objects as go
+        from probekit.report.figures.probes import probe_figures
 
-        fig = go.Figure(layout={"title": "held-out probe accuracy per layer", "height": 420})
-        for label, rows in self.frame.groupby("label", sort=False):
-            fig.add_trace(
-                go.Scatter(
-                    x=rows["hook"], y=rows["test_accuracy"], mode="lines+markers", name=label
-                )
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=rows["hook"],
-                    y=rows["chance"],
-                    mode="lines",
-                    line={"dash": "dot"},
-                    name=f"{label} (chance)",
-                )
-            )
-        fig.update_layout(xaxis_title="hook", yaxis_title="accuracy", yaxis_range=[0, 1.02])
-        return [fig]
+        return probe_figures(self.frame)
 
 
 def split_items(n_items: int, test_fraction: float, seed: int) -> np.ndarray:

@@ -42,6 +42,8 @@ def _texts(n: int, seed: int) -> list[str]:
 
 
 def test_audit_command_writes_report_tables_and_summary(model_dir, tmp_path, capsys):
+    import probekit as pk
+
     data = tmp_path / "members.txt"
     data.write_text("\n".join(_texts(5, 0)) + "\n")
     nonmembers = tmp_path / "nonmembers.jsonl"
@@ -63,7 +65,8 @@ def test_audit_command_writes_report_tables_and_summary(model_dir, tmp_path, cap
     direct = mem.audit(str(model_dir), _texts(5, 0), prefix_len=K, suffix_len=M).frame
     np.testing.assert_allclose(table["ce"][:5], direct["ce"], rtol=1e-5)
     assert table["text"][0] == direct["text"][0]
-    assert not (out / ".audit-partial").exists()
+    store = pk.ActivationStore.open(out / "store")
+    assert len(store) == 9 and store["nonmember"].tolist() == [False] * 5 + [True] * 4
 
 
 def test_audit_redact_hides_texts_everywhere(model_dir, tmp_path):
@@ -80,19 +83,18 @@ def test_audit_redact_hides_texts_everywhere(model_dir, tmp_path):
     assert table["chars"][0] == len(secret)
 
 
-def test_audit_resumes_from_completed_chunks(model_dir, tmp_path, monkeypatch):
-    import probekit.commands.audit as command
+def test_audit_resumes_from_completed_shards(model_dir, tmp_path, monkeypatch):
+    import probekit as pk
 
-    monkeypatch.setattr(command, "CHUNK", 3)
     ids = torch.randint(0, 64, (7, K + M), generator=torch.Generator().manual_seed(2))
     data = tmp_path / "d.npy"
     np.save(data, ids.numpy())
     out = tmp_path / "out"
     argv = ["audit", str(model_dir), "--data", str(data), "--prefix", str(K), "--suffix", str(M)]
-    argv += ["--out", str(out), "--quiet"]
+    argv += ["--out", str(out), "--quiet", "--batch-size", "3"]
 
     calls = {"n": 0}
-    real = mem.audit
+    real = mem._score_batch
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -100,23 +102,28 @@ def test_audit_resumes_from_completed_chunks(model_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mem, "audit", interrupted)
-    assert main(argv) != 0  # interrupted in the second chunk
-    assert sorted(p.name for p in (out / ".audit-partial").glob("*.parquet")) == [
-        "data-00000.parquet"
-    ]
+    monkeypatch.setattr(mem, "_score_batch", interrupted)
+    monkeypatch.setattr(mem, "_audit_shard_size", lambda batch_size: batch_size)
+    assert main(argv) != 0  # interrupted in the second batch
+    manifest = json.loads((out / "store" / "manifest.json").read_text())
+    assert not manifest["complete"] and [s["start"] for s in manifest["shards"]] == [0]
     calls["n"] = 0
 
     def counted(*args, **kwargs):
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mem, "audit", counted)
+    monkeypatch.setattr(mem, "_score_batch", counted)
     assert main(argv) == 0
-    assert calls["n"] == 2  # chunks 2 and 3 only
+    assert calls["n"] == 2  # batches 2 and 3 only
     resumed = pd.read_csv(out / "table.csv")
-    fresh = real(str(model_dir), ids, prefix_len=K, suffix_len=M).frame
+    fresh = mem.audit(str(model_dir), ids, prefix_len=K, suffix_len=M).frame
     assert resumed["lev"].tolist() == fresh["lev"].tolist()
+    np.testing.assert_allclose(resumed["ce"], fresh["ce"], rtol=1e-6)
+    store = pk.ActivationStore.open(out / "store")
+    assert len(store) == 7
+    assert torch.equal(store["tokens"], ids)
+    assert store["logp"].shape == (7, K + M - 1) and store["generated"].shape == (7, M)
 
 
 @pytest.mark.parametrize(
@@ -127,8 +134,8 @@ def test_audit_resumes_from_completed_chunks(model_dir, tmp_path, monkeypatch):
         ("bad.jsonl", '{"text": "w1"}\nnot json\n', "line 2 is not JSON"),
         ("nofield.jsonl", '{"words": "w1"}\n', "line 1 has neither 'text' nor 'tokens'"),
         ("vocab.jsonl", json.dumps({"tokens": list(range(60, 80))}) + "\n", "outside the vocab"),
-        ("binary.txt", b"\xff\xfe\x00garbage", "cannot be read"),
-        ("data.csv", "a,b\n", "unknown format '.csv'"),
+        ("binary.txt", b"\xff\xfe\x00garbage", "line 1 is not UTF-8 text"),
+        ("data.csv", "a,b\n", "unknown file type '.csv'"),
         ("float.npy", np.zeros((2, 20)), "integer token ids"),
     ],
 )
@@ -161,3 +168,37 @@ def test_audit_missing_model_and_bad_numbers_exit_2(tmp_path, capsys, model_dir)
     assert "--prefix must be a positive integer" in capsys.readouterr().err
     assert main(argv) == 2  # 32 + 64 > context 32
     assert "exceeds the model's context of 32" in capsys.readouterr().err
+
+
+def test_audit_refuses_an_out_holding_another_audit_unless_forced(model_dir, tmp_path, capsys):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("\n".join(_texts(3, 0)) + "\n")
+    second.write_text("\n".join(_texts(3, 1)) + "\n")
+    out = tmp_path / "out"
+    base = ["audit", str(model_dir), "--prefix", str(K), "--suffix", str(M), "--out", str(out)]
+    assert main([*base, "--data", str(first), "--quiet"]) == 0
+    before = (out / "table.csv").read_text()
+    capsys.readouterr()
+    assert main([*base, "--data", str(second), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--force" in err and err.count("\n") == 0
+    assert (out / "table.csv").read_text() == before  # nothing overwritten
+    assert main([*base, "--data", str(second), "--quiet", "--force"]) == 0
+    assert (out / "table.csv").read_text() != before
+
+
+def test_redact_hashes_are_keyed(model_dir, tmp_path):
+    import hashlib
+
+    data = tmp_path / "d.txt"
+    text = _texts(1, 3)[0]
+    data.write_text(text + "\n")
+    base = ["audit", str(model_dir), "--data", str(data), "--prefix", str(K), "--suffix", str(M)]
+    hashes = []
+    for i, key in enumerate((None, None, "k1", "k1")):
+        argv = [*base, "--out", str(tmp_path / f"o{i}"), "--redact", "--quiet"]
+        assert main(argv + (["--redact-key", key] if key else [])) == 0
+        hashes.append(pd.read_csv(tmp_path / f"o{i}" / "table.csv")["sha256"][0])
+    decoded = " ".join(text.split()[: K + M])
+    assert hashlib.sha256(decoded.encode()).hexdigest()[:16] not in hashes  # not confirmable
+    assert hashes[0] != hashes[1] and hashes[2] == hashes[3]

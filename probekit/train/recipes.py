@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from probekit.tasks import cyclic
-from probekit.train.causal_lm import TrainResult, train_causal_lm
+from probekit.train.causal_lm import TrainResult, train_recipe_lm
 
 # ----------------------------------------------------------------------------- atomic directories
 
@@ -332,17 +332,14 @@ def build_cyclic_lm(
         train, held = _evaluate(m, train_tokens), _evaluate(m, heldout_tokens)
         return {"train_accuracy": train["accuracy"], "heldout_accuracy": held["accuracy"]}
 
-    result: TrainResult = train_causal_lm(
+    result: TrainResult = train_recipe_lm(
         model,
         train_tokens,
+        recipe,
         steps=steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=eval_fn,
-        eval_every=recipe.eval_every,
         progress=progress,
     )
     train_eval, heldout_eval = _evaluate(model, train_tokens), _evaluate(model, heldout_tokens)
