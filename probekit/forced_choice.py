@@ -35,7 +35,6 @@ import json
 import math
 import os
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -303,10 +302,6 @@ def logistic_calibration(
     }
 
 
-def _zlib_len(text: str) -> int:
-    return len(zlib.compress(text.encode("utf-8")))
-
-
 def ab_labels(n: int, seed: int = 42) -> np.ndarray:
     """The A/B assignment: ``[n]`` ints, 0 = the original is A, 1 = it is B.
 
@@ -404,43 +399,6 @@ def from_perplexities(
 # ============================================================================ model scoring
 
 
-class _FallbackRunner:
-    """What scoring needs from a model until ``probekit.models.runner`` lands: logits, tokenizer.
-
-    Takes a ``pk.load`` result (a ``TransformerBridge`` is called as ``model(tokens)`` ->
-    logits), a Hugging Face ``PreTrainedModel``, or a path (loaded with :func:`probekit.load`).
-    """
-
-    def __init__(self, model: Any) -> None:
-        if isinstance(model, (str, os.PathLike)):
-            from probekit.models.loading import load
-
-            model = load(model)
-        self.model = model
-        self.tokenizer = getattr(model, "tokenizer", None)
-        self.device = next(model.parameters()).device
-        cfg = getattr(model, "config", None)
-        if cfg is not None:
-            self.max_length = getattr(cfg, "n_positions", None) or getattr(
-                cfg, "max_position_embeddings", None
-            )
-        else:
-            self.max_length = getattr(getattr(model, "cfg", None), "n_ctx", None)
-
-    @torch.no_grad()
-    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        out = self.model(tokens.to(self.device))
-        return out if isinstance(out, torch.Tensor) else out.logits
-
-
-def _runner(model: Any) -> Any:
-    try:
-        from probekit.models.runner import runner
-    except ImportError:
-        return _FallbackRunner(model)
-    return runner(model)
-
-
 def perplexities(
     model: Any,
     texts: Sequence[str],
@@ -459,14 +417,13 @@ def perplexities(
     ``score_from``: per text, a character offset; only tokens starting at or after it are scored
     (a template's abstract). Returns ``(ppl [n], per-token log-probs [n] arrays)``.
     """
-    from tqdm.auto import tqdm
-
-    from probekit.memorization import token_scores
+    from probekit.models.runner import runner as runner_of
+    from probekit.progress import bar as progress_bar
+    from probekit.stats.memorization import token_scores
 
     check_positive_int("batch_size", batch_size)
-    runner = model if hasattr(model, "logits") and not isinstance(model, torch.nn.Module) else None
-    runner = runner or _runner(model)
-    tok = tokenizer if tokenizer is not None else getattr(runner, "tokenizer", None)
+    runner = runner_of(model)
+    tok = tokenizer if tokenizer is not None else runner.tokenizer
     if tok is None:
         raise ValueError(
             "the model has no tokenizer; pass tokenizer= (the one it was trained with)"
@@ -490,7 +447,7 @@ def perplexities(
     pad = getattr(tok, "pad_token_id", None) or 0
     ppl = np.empty(len(encoded))
     logps: list[np.ndarray] = [np.empty(0)] * len(encoded)
-    bar = tqdm(total=len(encoded), desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=len(encoded), desc=desc, unit="text", enabled=progress)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         length = max(len(encoded[i][0]) for i in rows)
@@ -552,7 +509,9 @@ def evaluate(
     check_positive_int("bins", bins)
     if template is not None and (not isinstance(template, str) or "{text}" not in template):
         raise ValueError(f"template must be a text containing '{{text}}', got {template!r}")
-    runner = _runner(model)
+    from probekit.models.runner import runner as runner_of
+
+    runner = runner_of(model)
     n = len(parsed)
     labels = ab_labels(n, seed)
     texts_a = [p.original if y == 0 else p.altered for p, y in zip(parsed, labels)]
@@ -564,8 +523,10 @@ def evaluate(
     result = from_perplexities(ppl[:n], ppl[n:], labels, bins=bins, seed=seed)
     frame, summary = result.frame, result.summary
 
-    zlib_a = np.array([_zlib_len(t) for t in texts_a])
-    zlib_b = np.array([_zlib_len(t) for t in texts_b])
+    from probekit.stats.memorization import zlib_length
+
+    zlib_a = np.array([zlib_length(t) for t in texts_a])
+    zlib_b = np.array([zlib_length(t) for t in texts_b])
     zlib_pick = choose(zlib_a, zlib_b)
     frame["zlib_a"], frame["zlib_b"] = zlib_a, zlib_b
     frame["zlib_correct"] = zlib_pick == labels
@@ -581,16 +542,17 @@ def evaluate(
         summary["context_control_accuracy"] = float(frame["control_correct"].mean())
 
     if memorization:
-        from probekit.memorization import min_k_prob
+        from probekit.stats.memorization import min_k_prob, zlib_ratio
 
         original_logp = [logps[i] if y == 0 else logps[n + i] for i, y in enumerate(labels)]
         original_ppl = np.where(labels == 0, ppl[:n], ppl[n:])
         frame["min_k_prob"] = [
             float(min_k_prob(torch.as_tensor(lp)[None])[0]) for lp in original_logp
         ]
-        zlib_original = np.where(labels == 0, zlib_a, zlib_b)
-        # Carlini et al. 2021: log-perplexity over zlib entropy (bits); low = suspiciously easy.
-        frame["zlib_ratio"] = np.log(original_ppl) / (8.0 * zlib_original)
+        # Carlini et al. 2021: mean token cross-entropy (log PPL) over zlib-compressed bytes.
+        frame["zlib_ratio"] = [
+            zlib_ratio(math.log(p), item.original) for p, item in zip(original_ppl, parsed)
+        ]
         summary["median_zlib_ratio"] = float(frame["zlib_ratio"].median())
         summary["mean_min_k_prob"] = float(frame["min_k_prob"].mean())
 

@@ -37,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from probekit.cli import UsageError
+    from probekit.errors import UsageError
 
     if not Path(args.model).exists():
         raise UsageError(f"no such checkpoint: {args.model}")
