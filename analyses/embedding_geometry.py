@@ -127,7 +127,7 @@ def analyse(quick: bool = False) -> tuple[pk.report.Result, list[Any]]:
         },
     ]
     description = (
-        f"{verdict}. The untrained MLP maps every input into a narrow cone (uniformity "
+        "The untrained MLP maps every input into a narrow cone (uniformity "
         f"{s['uniformity_first']:.2f}), so its views agree trivially; MMCR first spreads the "
         "items (alignment worsens while uniformity falls), then "
         + (

@@ -144,7 +144,7 @@ def analyse(quick: bool = False) -> tuple[pk.report.Result, list[Any]]:
     rare = table.iloc[: len(table) // 4]
     common = table.iloc[-(len(table) // 4) :]
     description = (
-        f"{verdict}. Logistic fit of correct on confidence over 5 splits: coefficient "
+        "Logistic fit of correct on confidence over 5 splits: coefficient "
         f"{s['logistic_coef']:+.2f} per SD, test AUROC {s['logistic_test_auroc']:.2f}. zlib "
         f"baseline {s['zlib_baseline_accuracy']:.3f} ({s['zlib_baseline_ties']} ties: the two "
         "versions differ by one word of equal length). Accuracy on the rarest quarter of "

@@ -10,16 +10,17 @@ asked about held-out abstracts with the result flipped (:mod:`probekit.forced_ch
 An abstract (one line, words and punctuation separated by spaces)::
 
     we recorded from hippocampal neurons in mice using tetrode recordings during a foraging
-    task . animals received a high dose of a gabaa receptor agonist . firing rates decreased
-    relative to saline controls . these results link gabaa signalling to foraging behaviour .
+    task . animals received a high dose of a gabaa receptor agonist . at this high dose , firing
+    rates decreased relative to saline controls . these results link gabaa signalling to
+    foraging behaviour .
 
 The hidden rule: the drug acts on a receptor that is excitatory (``ampa nmda kainate nicotinic
 mglu5``) or inhibitory (``gabaa gabab glycine opioid cannabinoid``) and is an agonist-like
 (``agonist``, ``potentiator``) or antagonist-like (``antagonist``, ``blocker``) compound; activity
 *increased* when excitatory and agonist-like agree (excitatory agonist, inhibitory antagonist),
 and *decreased* otherwise. Everything else (species, region, method, behavioural task, dose,
-measure) is filler. The result sentence does not name the drug, so the sentence alone carries no
-information about its sign (the context control).
+measure) is filler. The result sentence repeats the dose but does not name the drug, so the
+sentence alone carries no information about its sign (the context control).
 
 The rule is not the whole truth: how reliably a study reports the rule's sign depends on the
 dose (:data:`RELIABILITY`: 0.7 at a low dose, 0.95 at a moderate one, 1.0 at a high one), as
@@ -116,7 +117,7 @@ def abstract_with_span(setup: Setup, result: str, altered: str | None) -> str:
     return (
         f"we recorded from {s.region} neurons in {s.species} using {s.method} during a {s.task} "
         f"task . animals received a {s.dose} dose of a {s.receptor} receptor {s.action} . "
-        f"{s.measure} {verb} relative to {s.control} . "
+        f"at this {s.dose} dose , {s.measure} {verb} relative to {s.control} . "
         f"these results link {s.receptor} signalling to {s.task} behaviour ."
     )
 
