@@ -155,8 +155,9 @@ Each abstract states a setup (species, region, method, behavioural task, dose, a
 receptor and an agonist-like or antagonist-like action) and a result: activity `increased` or
 `decreased`. The hidden rule: `increased` when an excitatory receptor (ampa, nmda, kainate,
 nicotinic, mglu5) meets an agonist-like drug or an inhibitory one (gabaa, gabab, glycine,
-opioid, cannabinoid) an antagonist-like drug; `decreased` otherwise. The result sentence does
-not name the drug. A study reports the rule's sign with a probability set by the dose
+opioid, cannabinoid) an antagonist-like drug; `decreased` otherwise. The result sentence
+repeats the dose but does not name the drug. A study reports the rule's sign with a
+probability set by the dose
 ({rel}) and the opposite otherwise: {m["train_flipped"]} of {r.n_train} training abstracts do.
 Training abstracts draw the 20 receptor x action combinations with Zipf-like weights (exponent
 {r.zipf}): {weights}. Corpus seed {r.corpus_seed}.
