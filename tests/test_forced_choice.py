@@ -190,7 +190,7 @@ def test_shipped_brainbench_lm_prefers_the_real_result_and_needs_the_context():
     assert 0.3 <= result.summary["context_control_accuracy"] <= 0.7
     # Where the real result goes against the rule, the model (which learned the rule) is wrong.
     against = np.array([not row["follows_rule"] for row in rows[:80]])
-    assert against.any() and not result.frame["correct"][against].any()
+    assert against.any() and result.frame["correct"][against].mean() <= 0.25
 
 
 def test_abstract_corpus_rule_holdout_and_items_parse():
