@@ -36,18 +36,22 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "grid": ("probekit.grid", None),
     "edit": ("probekit.edit", None),
     "shattering": ("probekit.shattering", None),
+    "attention": ("probekit.attention", None),
+    "memory": ("probekit.memory", None),
 }
 
 __all__ = [
     "ActivationStore",
     "ablation",
     "activations",
+    "attention",
     "cache",
     "edit",
     "fingerprint",
     "grid",
     "load",
     "memorization",
+    "memory",
     "models",
     "modularity",
     "probes",

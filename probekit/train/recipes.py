@@ -434,5 +434,6 @@ RECIPES = RecipeRegistry(
         "cog-rnn-l1": "probekit.train.cognitive:build_cog_rnn_l1",
         "cog-rnn-plain": "probekit.train.cognitive:build_cog_rnn_plain",
         "grid-rnn": "probekit.train.navigation:build_grid_rnn",
+        "icl-energy": "probekit.train.energy:build_icl_energy",
     }
 )
