@@ -213,7 +213,7 @@ def spherical_kmeans_modes(directions: np.ndarray, max_k: int = 8, seed: int = 0
     # one thread: many tiny fits, where OpenMP start-up costs more than it saves
     with threadpool_limits(1):
         for k in range(2, min(max_k, n - 1) + 1):
-            labels = KMeans(k, n_init=3, random_state=seed).fit_predict(directions)
+            labels = KMeans(k, n_init=2, random_state=seed).fit_predict(directions)
             if len(set(labels)) < 2:
                 continue
             score = silhouette_score(directions, labels, metric="cosine")

@@ -493,6 +493,34 @@ def landscape(
     return torch.cat(out, -1)
 
 
+def sample(
+    model: EnergyTransformer,
+    context: torch.Tensor,
+    count: int = 500,
+    steps: int = 300,
+    step_size: float = 0.0225,
+    clip: float | None = 50.0,
+    box: float = DEFAULT_BOX,
+    seed: int | torch.Generator | None = 0,
+) -> torch.Tensor:
+    """``count`` samples ``[count, 2]`` from ``exp(-E(x | context))`` by Langevin at temperature 1
+    (``x <- x - (eps/2) clip(grad E) + sqrt(eps) xi``) from uniform starts on the box.
+    ``context: [n, 2]``."""
+    count = check_positive_int("count", count)
+    gen = as_generator(seed)
+    with torch.no_grad():
+        cache = model.encode(context[None]) if len(context) else None
+    n = torch.tensor([len(context)])
+
+    def energy_of(x: torch.Tensor) -> torch.Tensor:
+        if cache is None:
+            return model.energy_given(context[None], x[None])[0]
+        return model.energy(cache, x[None, None], n)[0, 0]
+
+    start = (torch.rand(count, 2, generator=gen) * 2 - 1) * box
+    return langevin(energy_of, start, steps, step_size, math.sqrt(step_size), clip=clip, seed=gen)
+
+
 @torch.no_grad()
 def evaluate_grid(
     model: EnergyTransformer,
