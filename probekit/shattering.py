@@ -26,7 +26,7 @@ Example::
 
 from __future__ import annotations
 
-import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,54 +35,32 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from probekit.report.figures.shattering import project, projection_figure, sweep_figures
+from probekit.stats.shattering import correlation, distortion, pairwise_distances
+
+__all__ = [
+    "KGEdit",
+    "ShatteringResult",
+    "SweepResult",
+    "accuracy",
+    "correct",
+    "correlation",
+    "distortion",
+    "entity_prompts",
+    "entity_representations",
+    "kg_contexts",
+    "kg_edits",
+    "measure",
+    "pairwise_distances",
+    "project",
+    "sweep",
+]
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
 
     from probekit.tasks.knowledge_graph import EvalSet, KnowledgeGraph
-
-# ----------------------------------------------------------------------------- the metric
-
-
-def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance matrix ``[n, n]`` of the rows of ``x [n, d]`` (float64)."""
-    x = torch.as_tensor(x).double()
-    sq = (x * x).sum(1)
-    d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
-    d2.fill_diagonal_(0)
-    return d2.sqrt()
-
-
-def _mean_off_diagonal(d: torch.Tensor) -> torch.Tensor:
-    n = d.shape[0]
-    return d.sum() / (n * (n - 1))
-
-
-def distortion(before: torch.Tensor, after: torch.Tensor, normalize: bool = False) -> float:
-    """Shattering ``R = ||D* - D0||_F / ||D0||_F`` (spec: shared/specs/shattering.md).
-
-    ``before``, ``after``: ``[entities, d]`` representations of the same entities in the same
-    order. ``D0``, ``D*``: their pairwise Euclidean distance matrices. ``normalize=True`` divides
-    each matrix by its mean off-diagonal entry first (invariant to a global rescaling). R = 0
-    means no pairwise distance changed; R is invariant to rotations and translations of either
-    set, and changes when entities are permuted in one set only.
-    """
-    before, after = torch.as_tensor(before), torch.as_tensor(after)
-    if before.ndim != 2 or after.ndim != 2 or before.shape[0] != after.shape[0]:
-        raise ValueError(
-            f"before and after must be [entities, d] with the same entities, got shapes "
-            f"{tuple(before.shape)} and {tuple(after.shape)}"
-        )
-    if before.shape[0] < 2:
-        raise ValueError(f"need at least 2 entities, got {before.shape[0]}")
-    d0, d1 = pairwise_distances(before), pairwise_distances(after)
-    if normalize:
-        d0 = d0 / _mean_off_diagonal(d0).clamp_min(1e-300)
-        d1 = d1 / _mean_off_diagonal(d1).clamp_min(1e-300)
-    norm = torch.linalg.matrix_norm(d0)
-    if float(norm) == 0.0:
-        raise ValueError("before has all entities at one point (||D0|| = 0); R is undefined")
-    return float(torch.linalg.matrix_norm(d1 - d0) / norm)
 
 
 # ----------------------------------------------------------------------------- representations
@@ -103,6 +81,18 @@ def _contexts_tensor(contexts: Any, n_entities: int) -> torch.Tensor:
     return contexts
 
 
+def entity_prompts(
+    entities: Sequence[int] | torch.Tensor, contexts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The prompts :func:`entity_representations` reads: prefix + entity, ``[n * c, L + 1]``
+    (entity-major: the ``c`` contexts of entity 0 first). Cache them with
+    ``pk.cache(model, entity_prompts(...), hook, positions=-1)`` to analyse from a store."""
+    entities = torch.as_tensor(entities, dtype=torch.long).reshape(-1)
+    ctx = _contexts_tensor(contexts, len(entities))
+    n, c, _ = ctx.shape
+    return torch.cat([ctx, entities[:, None, None].expand(n, c, 1)], dim=2).reshape(n * c, -1)
+
+
 @torch.no_grad()
 def entity_representations(
     model: Any,
@@ -113,17 +103,34 @@ def entity_representations(
 ) -> torch.Tensor:
     """Mean activation at ``hook`` at each entity's token: ``[entities, d]`` (float32, CPU).
 
-    ``entities``: token ids ``[n]``; ``contexts``: prefixes placed before the entity,
-    ``[n_contexts, prefix_len]`` (shared) or ``[n, n_contexts, prefix_len]`` (per entity), or
-    None for the entity alone. Prompt = prefix + entity; the representation is read at the
-    entity's position and averaged over the contexts.
+    ``model``: a hooked model, or an :class:`~probekit.ActivationStore` (or its path) holding
+    ``hook`` for :func:`entity_prompts` of the same entities and contexts (all positions, or
+    ``positions=-1``). ``entities``: token ids ``[n]``; ``contexts``: prefixes placed before
+    the entity, ``[n_contexts, prefix_len]`` (shared) or ``[n, n_contexts, prefix_len]`` (per
+    entity), or None for the entity alone. Prompt = prefix + entity; the representation is read
+    at the entity's position and averaged over the contexts.
     """
+    from probekit.activations import ActivationStore, open_store
+
     entities = torch.as_tensor(entities, dtype=torch.long).reshape(-1)
+    prompts = entity_prompts(entities, contexts)
+    n, c = len(entities), len(prompts) // len(entities)
+    if isinstance(model, (ActivationStore, str, os.PathLike)):
+        store = open_store(model)
+        if hook not in store:
+            raise ValueError(f"hook {hook!r} is not in the store (it holds {store.names})")
+        if "tokens" in store and not torch.equal(store["tokens"].long(), prompts):
+            raise ValueError(
+                "the store holds other prompts than entity_prompts(entities, contexts); cache "
+                "those prompts to read entity representations from it"
+            )
+        acts = store[hook].float()
+        if acts.dim() == 3:  # all positions cached: the entity is the last token
+            acts = acts[:, -1]
+        return acts.reshape(n, c, -1).mean(1)
     if hook not in model.hook_dict:
         raise ValueError(f"hook {hook!r} is not a hook of this model (see model.hook_dict)")
-    ctx = _contexts_tensor(contexts, len(entities))
-    n, c, length = ctx.shape
-    prompts = torch.cat([ctx, entities[:, None, None].expand(n, c, 1)], dim=2).reshape(n * c, -1)
+    length = prompts.shape[1] - 1
     device = next(model.parameters()).device
     # Nothing after the hook's block matters: stop the forward pass there.
     parts = hook.split(".")
@@ -149,14 +156,14 @@ def correct(
     """``BoolTensor [n]``: greedy prediction at the last position of ``prompts [n, L]`` is right.
 
     With ``candidates [k]`` (token ids, e.g. the entities) the argmax runs over those tokens only.
-    A bridge is run through its HF model (no hooks needed, and faster).
+    Runs without hooks through :func:`probekit.models.runner.runner` (faster).
     """
-    net = getattr(model, "original_model", model)
-    device = next(net.parameters()).device
+    from probekit.models.runner import runner
+
+    run = runner(model)
     hits = []
     for start in range(0, len(prompts), batch_size):
-        out = net(prompts[start : start + batch_size].to(device))
-        logits = (out.logits if hasattr(out, "logits") else out)[:, -1].float().cpu()
+        logits = run.logits(prompts[start : start + batch_size])[:, -1].float().cpu()
         if candidates is not None:
             predicted = candidates[logits[:, candidates].argmax(-1)]
         else:
@@ -178,96 +185,6 @@ def accuracy(
 
 
 # ----------------------------------------------------------------------------- projections
-
-
-def project(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
-    """2-D embedding of ``x [n, d]`` by ``"pca"``, ``"isomap"`` or ``"umap"`` (seeded)."""
-    n = x.shape[0]
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(2, random_state=seed).fit_transform(x)
-    if method == "isomap":
-        from sklearn.manifold import Isomap
-
-        return Isomap(n_neighbors=min(10, n - 1), n_components=2).fit_transform(x)
-    if method == "umap":
-        import umap
-
-        reducer = umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
-        return reducer.fit_transform(x)
-    raise ValueError(f"projection must be 'pca', 'isomap' or 'umap', got {method!r}")
-
-
-def projection_figure(
-    before: torch.Tensor,
-    after: torch.Tensor,
-    positions: np.ndarray | None = None,
-    labels: Sequence[str] | None = None,
-    marked: int | None = None,
-    methods: Sequence[str] = ("isomap", "pca", "umap"),
-    seed: int = 0,
-    title: str = "Entity representations before and after the edit",
-) -> go.Figure:
-    """Rows: before / after; columns: one per projection. Colour = ``positions`` (cyclic order).
-
-    PCA of "after" uses the axes fitted on "before" (same frame); Isomap and UMAP are fitted on
-    each set separately. ``marked``: row index of the edited entity (drawn as a black star).
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    methods = list(methods)
-    titles = [f"{m} {when}" for when in ("before", "after") for m in methods]
-    fig = make_subplots(rows=2, cols=len(methods), subplot_titles=titles)
-    xb, xa = before.numpy().astype(np.float64), after.numpy().astype(np.float64)
-    n = xb.shape[0]
-    color = np.arange(n) if positions is None else np.asarray(positions)
-    text = labels if labels is not None else [str(i) for i in range(n)]
-    for col, method in enumerate(methods, start=1):
-        if method == "pca":
-            mean = xb.mean(0)
-            _, _, vt = np.linalg.svd(xb - mean, full_matrices=False)
-            pair = ((xb - mean) @ vt[:2].T, (xa - mean) @ vt[:2].T)
-        else:
-            pair = (project(xb, method, seed), project(xa, method, seed))
-        for row, points in enumerate(pair, start=1):
-            fig.add_trace(
-                go.Scatter(
-                    x=points[:, 0],
-                    y=points[:, 1],
-                    mode="markers",
-                    text=list(text),
-                    marker=dict(
-                        color=color,
-                        colorscale="HSV",
-                        size=6,
-                        showscale=(row == 1 and col == 1),
-                        colorbar=dict(title="cyclic position"),
-                    ),
-                    showlegend=False,
-                ),
-                row=row,
-                col=col,
-            )
-            if marked is not None:
-                fig.add_trace(
-                    go.Scatter(
-                        x=[points[marked, 0]],
-                        y=[points[marked, 1]],
-                        mode="markers",
-                        marker=dict(symbol="star", size=14, color="black"),
-                        name="edited entity",
-                        showlegend=(row == 1 and col == 1),
-                    ),
-                    row=row,
-                    col=col,
-                )
-    fig.update_layout(title=title, height=650)
-    return fig
-
-
-# ----------------------------------------------------------------------------- one edit
 
 
 @dataclass
@@ -430,9 +347,9 @@ def kg_edits(
     facts = facts[kg.relation_parts(facts[:, 1])[0] == order]
     items = kg.fact_prompts(graph, facts)
     entities = torch.arange(graph.n_entities)
-    net = getattr(model, "original_model", model)
-    with torch.no_grad():
-        logits = net(items.prompts.to(next(net.parameters()).device)).logits[:, -1, entities]
+    from probekit.models.runner import runner
+
+    logits = runner(model).logits(items.prompts)[:, -1, entities]
     predicted = logits.argmax(-1).cpu()
     gen = torch.Generator().manual_seed(seed)
     e_count = graph.n_entities
@@ -474,15 +391,6 @@ class SweepResult:
         return sweep_figures(self.frame)
 
 
-def correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Pearson r and r^2 of two 1-D arrays (nan when either is constant or n < 3)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
-        return math.nan, math.nan
-    r = float(np.corrcoef(x, y)[0, 1])
-    return r, r * r
-
-
 def summarise_sweep(frame: pd.DataFrame) -> dict[str, Any]:
     """R and accuracy drop per (method, d); r, r^2 between R and the mean accuracy drop."""
     summary: dict[str, Any] = {"edits": len(frame)}
@@ -505,36 +413,6 @@ def summarise_sweep(frame: pd.DataFrame) -> dict[str, Any]:
     summary["r_R_vs_drop"] = r
     summary["r2_R_vs_drop"] = r2
     return summary
-
-
-def sweep_figures(frame: pd.DataFrame) -> list[go.Figure]:
-    """R against d (box per method), accuracy drop against R (scatter), accuracy against d."""
-    import plotly.graph_objects as go
-
-    box = go.Figure()
-    scatter = go.Figure()
-    acc = go.Figure()
-    for method, part in frame.groupby("method", sort=False):
-        box.add_trace(go.Box(x=part["distance"], y=part["R"], name=str(method), boxpoints="all"))
-        scatter.add_trace(go.Scatter(x=part["R"], y=part["drop"], mode="markers", name=str(method)))
-        means = part.groupby("distance")[["acc_before", "acc_after"]].mean()
-        acc.add_trace(
-            go.Scatter(
-                x=means.index, y=means["acc_after"], mode="lines+markers", name=f"{method} after"
-            )
-        )
-    box.update_layout(
-        title="Shattering R by edit distance d", xaxis_title="d", yaxis_title="R", boxmode="group"
-    )
-    scatter.update_layout(
-        title="Accuracy drop against R (one point per edit)",
-        xaxis_title="R",
-        yaxis_title="mean accuracy drop (direct, logical, compositional)",
-    )
-    acc.update_layout(
-        title="Mean accuracy after the edit by d", xaxis_title="d", yaxis_title="accuracy"
-    )
-    return [box, scatter, acc]
 
 
 def sweep(
@@ -572,9 +450,6 @@ def sweep(
     import pandas as pd
 
     from probekit import edit as pk_edit
-    from probekit.edit.memit import memit_deltas
-    from probekit.edit.request import copy_model, mlp_out_proj, weight_view
-    from probekit.edit.rome import apply_deltas, rome_deltas
     from probekit.tasks import knowledge_graph as kg
 
     known = {"rome", "memit", "finetune"}
@@ -625,12 +500,12 @@ def sweep(
 
     base_reps = reps(model)
     base_hits = hits(model)
-    work = copy_model(model)
+    work = pk_edit.copy_model(model)
     edits = {
         d: kg_edits(graph, model, d, edits_per_distance, edit_order, seed=seed + d)
         for d in distances
     }
-    saved = {li: weight_view(mlp_out_proj(work, li)).clone() for li in all_layers}
+    saved = pk_edit.mlp_weights(work, all_layers)
     rows = []
     total = sum(len(v) for v in edits.values()) * len(methods)
     start = time.perf_counter()
@@ -643,21 +518,20 @@ def sweep(
                 skip = (e.head, e.relation_token)
                 base_acc = accs(base_hits, skip)
                 if method == "rome":
-                    deltas = rome_deltas(work, request, layer, cov[layer], position, **kwargs)
-                    apply_deltas(work, deltas)
+                    deltas = pk_edit.rome_deltas(
+                        work, request, layer, cov[layer], position, **kwargs
+                    )
+                    pk_edit.apply_deltas(work, deltas)
                 elif method == "memit":
                     mom2 = kwargs.pop("mom2_weight", 10.0)
-                    deltas = memit_deltas(
+                    deltas = pk_edit.memit_deltas(
                         work, [request], memit_layers, cov, mom2, position, **kwargs
                     )
                     kwargs["mom2_weight"] = mom2
-                    apply_deltas(work, deltas)
+                    pk_edit.apply_deltas(work, deltas)
                 else:
                     tuned = pk_edit.finetune(work, request, layers=[layer], **kwargs)
-                    with torch.no_grad():
-                        weight_view(mlp_out_proj(work, layer)).copy_(
-                            weight_view(mlp_out_proj(tuned, layer))
-                        )
+                    pk_edit.set_mlp_weights(work, pk_edit.mlp_weights(tuned, [layer]))
                     del tuned
                 ok = pk_edit.success(work, [request])
                 new_reps = reps(work)
@@ -683,9 +557,7 @@ def sweep(
                 row["acc_after"] = float(np.mean(list(new_acc.values())))
                 row["drop"] = row["acc_before"] - row["acc_after"]
                 rows.append(row)
-                with torch.no_grad():
-                    for li, w in saved.items():
-                        weight_view(mlp_out_proj(work, li)).copy_(w)
+                pk_edit.set_mlp_weights(work, saved)
                 done += 1
                 if progress:
                     elapsed = time.perf_counter() - start
