@@ -270,10 +270,11 @@ def _names(layer: int, rope: bool) -> list[str]:
 
 
 def _from_model(model: Any, tokens: torch.Tensor, layers: list[int], rope: bool) -> dict:
+    from probekit.models.runner import runner
+
     names = [n for layer in layers for n in _names(layer, rope)]
-    device = next(model.parameters()).device
     with torch.no_grad():
-        _, cache = model.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
+        cache = runner(model).activations(tokens, names)
     return {n: cache[n].detach().float().cpu() for n in names}
 
 
