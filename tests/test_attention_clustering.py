@@ -115,6 +115,14 @@ def test_hypersphere_from_cached_activations_matches_the_model_run():
         torch.tensor(stored.frame["kappa_mean"].values),
         torch.tensor(direct.frame["kappa_mean"].values),
     )
+    # the same from an ActivationStore written by pk.cache (float32 keeps the 1e-5 comparison)
+    store = pk.cache(model, tokens, names, device="cpu", dtype=torch.float32, progress=False)
+    from_store = pk.attention.hypersphere(model, store, mode_sequences=1)
+    assert from_store.frame["reconstruction_error"].max() < 1e-5
+    torch.testing.assert_close(
+        torch.tensor(from_store.frame["kappa_mean"].values),
+        torch.tensor(direct.frame["kappa_mean"].values),
+    )
 
 
 def test_constant_kappa_surrogate_kl_is_zero_when_kappa_is_constant():

@@ -16,10 +16,11 @@ This module holds everything about the task apart from the training recipe:
   Gibbs sampling over the component assignments (:func:`posterior_predictive`; with one
   component it is the closed-form conjugate Gaussian, :func:`gaussian_predictive`);
 - the model, :class:`EnergyTransformer`: a small causal pre-LayerNorm transformer (no position
-  embeddings: a context is a set) with a linear map from R^2 in and one scalar out per position,
-  saved as ``model.safetensors`` + ``config.json`` (:func:`save`, :func:`load`);
+  embeddings: a context is a set) with a map from R^2 in (a small MLP, or linear as in the
+  source) and one scalar out per position, saved as ``model.safetensors`` + ``config.json``
+  (:func:`save`, :func:`load`);
 - the contrastive energy loss and Langevin negatives of the source (:func:`energy_loss`,
-  :func:`langevin_step`, :func:`langevin`);
+  :func:`langevin_step`, :func:`langevin`), and sampling from ``exp(-E)`` (:func:`sample`);
 - the measurement: :func:`grid_kl` from the true predictive to ``exp(-E)`` normalised on a grid,
   beside a uniform and a kernel-density (on the context) baseline (:func:`evaluate_grid`).
 
