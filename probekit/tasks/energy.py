@@ -503,12 +503,16 @@ def sample(
     clip: float | None = 50.0,
     box: float = DEFAULT_BOX,
     seed: int | torch.Generator | None = 0,
+    near_context: float | None = None,
 ) -> torch.Tensor:
     """``count`` samples ``[count, 2]`` from ``exp(-E(x | context))`` by Langevin at temperature 1
-    (``x <- x - (eps/2) clip(grad E) + sqrt(eps) xi``) from uniform starts on the box.
-    ``context: [n, 2]``."""
+    (``x <- x - (eps/2) clip(grad E) + sqrt(eps) xi``), started uniformly on the box, or, with
+    ``near_context = r``, at uniformly chosen context points plus ``N(0, r^2 I)`` (as half of
+    the training negatives start). ``context: [n, 2]``."""
     count = check_positive_int("count", count)
     gen = as_generator(seed)
+    if near_context is not None and len(context) == 0:
+        raise ValueError("near_context needs a non-empty context")
     with torch.no_grad():
         cache = model.encode(context[None]) if len(context) else None
     n = torch.tensor([len(context)])
@@ -518,7 +522,11 @@ def sample(
             return model.energy_given(context[None], x[None])[0]
         return model.energy(cache, x[None, None], n)[0, 0]
 
-    start = (torch.rand(count, 2, generator=gen) * 2 - 1) * box
+    if near_context is None:
+        start = (torch.rand(count, 2, generator=gen) * 2 - 1) * box
+    else:
+        pick = torch.randint(0, len(context), (count,), generator=gen)
+        start = context[pick] + near_context * torch.randn(count, 2, generator=gen)
     return langevin(energy_of, start, steps, step_size, math.sqrt(step_size), clip=clip, seed=gen)
 
 
