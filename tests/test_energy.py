@@ -13,6 +13,15 @@ from probekit.tasks import energy
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Many small tensor ops: single-threaded is faster on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_energy_loss_matches_direct_formula():
     gen = torch.Generator().manual_seed(0)
     e_real, e_neg = torch.randn(4, 35, generator=gen), torch.randn(4, 8, 1, generator=gen)
@@ -107,3 +116,26 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(again(x), model(x))
     with pytest.raises(ValueError, match="icl-energy directory"):
         energy.load(tmp_path)
+
+
+def test_recipe_is_deterministic_and_writes_a_checkpoint(tmp_path):
+    from probekit.train import energy as recipe
+
+    small = recipe.ICLEnergyRecipe(batch_size=4, eval_contexts=2, eval_lengths=(0, 4), eval_grid=30)
+    a = recipe.build_icl_energy(tmp_path / "a", steps=2, recipe=small, progress=False)
+    b = recipe.build_icl_energy(tmp_path / "b", steps=2, recipe=small, progress=False)
+    assert a["model_sha256"] == b["model_sha256"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "card.md",
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+    ]
+    assert [r["context_length"] for r in a["grid_kl"]] == [0, 4]
+
+
+def test_shipped_icl_energy_beats_a_uniform_density_at_long_context():
+    model = energy.load(ROOT / "checkpoints" / "icl-energy")
+    held_out = energy.sample_contexts(3, 35, seed=4242)
+    (row,) = energy.evaluate_grid(model, held_out, [34], grid_points=60)
+    assert row["kl_model"] < row["kl_uniform"] - 1.0

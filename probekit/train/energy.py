@@ -58,6 +58,7 @@ class ICLEnergyRecipe:
     init_near_data: float = 0.5
     init_noise: float = 1.0
     eval_contexts: int = 16
+    eval_grid: int = 120
     eval_lengths: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 34)
 
 
@@ -230,7 +231,7 @@ def build_icl_energy(
             )
     seconds = time.time() - t0
     model.eval()
-    grid_points = 120
+    grid_points = recipe.eval_grid
     held_out = task.sample_contexts(recipe.eval_contexts, recipe.length, seed=12345)
     grid_rows = task.evaluate_grid(
         model, held_out, list(recipe.eval_lengths), grid_points=grid_points
