@@ -394,6 +394,9 @@ def hypersphere(
         max_samples: cap on stored kappa / log pi samples per head (figures only).
         seed: subsampling and k-means.
 
+    Memory: ``m`` is ``[batch, heads, pos, D]`` per layer, and ``[batch, heads, pos, pos, D]``
+    with RoPE (one mixture per query position): keep batch and length small on large models.
+
     Returns:
         :class:`HypersphereResult`.
     """
