@@ -40,6 +40,7 @@ from probekit.fileio import (
     save_safetensors_atomic,
     write_json_atomic,
 )
+from probekit.report.page import Rendered
 from probekit.validation import check_positive_int
 
 FORMAT = "probekit-activations"
@@ -452,6 +453,19 @@ def _tokenize(model: nn.Module, texts: list[str]) -> tuple[torch.Tensor, torch.T
         raise ValueError(
             "data is a list of strings but the model has no tokenizer; pass token ids [N, T]"
         )
+    from probekit.models.runner import runner
+
+    context = runner(model).max_length
+    if context is not None:
+        # A text longer than (context x the longest token) characters cannot fit: refuse it
+        # before tokenising it (a 10 MB line would otherwise cost gigabytes).
+        limit = context * max(len(t) for t in tokenizer.get_vocab())
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise ValueError(
+                    f"data: text {i} has {len(text)} characters, more than fit in the model's "
+                    f"context of {context} tokens"
+                )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     encoded = tokenizer(texts, padding=True, return_tensors="pt", padding_side="right")
@@ -651,6 +665,7 @@ def cache(
     run = runner(model)
 
     def compute(inputs: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        check_inputs(run, inputs, "data")
         with torch.inference_mode():
             acts = run.activations(inputs.to(device), names)
             mask = None if mask is None else mask.to(device)
@@ -678,6 +693,42 @@ def cache(
         extras=extras,
         desc="caching",
     )
+
+
+def check_inputs(run: Any, inputs: torch.Tensor, argument: str) -> None:
+    """Inputs the model can take, checked before the forward pass (a clear error instead of an
+    IndexError deep in torch): token ids for token models, each in ``[0, vocab)``, no longer
+    than the context; float ``[N, T, in]`` for an RNN without an embedding."""
+    takes_tokens = run.family == "transformer" or run.vocab_size is not None
+    if takes_tokens and inputs.is_floating_point():
+        raise ValueError(
+            f"{argument}: this model takes token ids [N, T], got float inputs of shape "
+            f"{tuple(inputs.shape)}"
+        )
+    if not takes_tokens:
+        if not inputs.is_floating_point() or inputs.dim() != 3:
+            raise ValueError(
+                f"{argument}: this RNN takes float inputs [N, T, {run.model.cfg.input_size}], got "
+                f"{inputs.dtype} of shape {tuple(inputs.shape)}"
+            )
+        if inputs.shape[-1] != run.model.cfg.input_size:
+            raise ValueError(
+                f"{argument}: this RNN takes {run.model.cfg.input_size} input features per step, "
+                f"got {inputs.shape[-1]}"
+            )
+        return
+    if inputs.numel():
+        low, high = int(inputs.min()), int(inputs.max())
+        if low < 0 or high >= run.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{argument}: token id {bad} is outside the vocabulary [0, {run.vocab_size})"
+            )
+    if run.max_length is not None and inputs.shape[1] > run.max_length:
+        raise ValueError(
+            f"{argument}: sequences of {inputs.shape[1]} tokens are longer than the model's "
+            f"context of {run.max_length}"
+        )
 
 
 #: ``compute(inputs [b, ...] on CPU, mask [b, T] or None) -> {name: tensor [b, ...]}``
@@ -949,7 +1000,7 @@ def _run(
     progress: bool,
     desc: str,
 ) -> None:
-    from tqdm.auto import tqdm
+    from probekit.progress import bar as progress_bar
 
     done = {s["start"]: s for s in manifest["shards"]}
     shard_size = manifest.get("shard_size")
@@ -958,7 +1009,7 @@ def _run(
     buffer: dict[str, torch.Tensor] | None = None
     shard_start = cursor = 0
     skipping = False
-    bar = tqdm(total=source.n_items, unit="item", desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=source.n_items, unit="item", desc=desc, enabled=progress)
     started = time.perf_counter()
     for batch in source.batches():
         n = len(batch.inputs)
@@ -1058,7 +1109,7 @@ def _close_shard(
 
 
 @dataclass
-class StoreSummary:
+class StoreSummary(Rendered):
     """What a store holds, as a report section: one row per stored tensor."""
 
     frame: Any

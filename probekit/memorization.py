@@ -45,6 +45,7 @@ from torch import Tensor
 
 from probekit.inputs import as_token_matrix
 from probekit.models.runner import Runner, runner
+from probekit.report.page import Rendered
 from probekit.stats.memorization import (
     auroc_rows,
     complexity,
@@ -102,7 +103,7 @@ SCORE_ORIENTATION: dict[str, int] = {
 
 
 @dataclass
-class AuditResult:
+class AuditResult(Rendered):
     """Per-sequence memorization scores.
 
     ``frame``: one row per input sequence, in input order (columns in the module docstring /
@@ -371,7 +372,7 @@ def _frame_of(result_or_frame: Any, name: str) -> pd.DataFrame:
 
 
 @dataclass
-class MembershipResult:
+class MembershipResult(Rendered):
     """Membership-inference evaluation, one row per score (oriented so higher = member)."""
 
     frame: pd.DataFrame
@@ -470,7 +471,7 @@ def membership(
 
 
 @dataclass
-class ScalingResult:
+class ScalingResult(Rendered):
     """P(memorized) against log2(repetitions): per-count table and fitted slopes."""
 
     frame: pd.DataFrame
@@ -574,7 +575,7 @@ def snapshot_series(model_dir: str | os.PathLike) -> dict[int, Path]:
 
 
 @dataclass
-class LatentResult:
+class LatentResult(Rendered):
     """Per sequence: edit distance (and CE) at every checkpoint and the Duan et al. label.
 
     ``frame``: one row per sequence: ``label`` (memorized / latent / control / other /
@@ -721,7 +722,7 @@ def latent(
 
 
 @dataclass
-class PerturbationResult:
+class PerturbationResult(Rendered):
     """Per sequence: lev without noise and the minimum lev over the weight-noise draws."""
 
     frame: pd.DataFrame
@@ -769,10 +770,10 @@ def perturbation_recovery(
     best_draw = torch.full_like(lev0, -1)
     params = [p for _, p in lm.named_parameters()]
     originals = [p.detach().clone() for p in params]
-    from tqdm.auto import tqdm
+    from probekit.progress import bar as progress_bar
 
     try:
-        for d in tqdm(range(draws), desc="perturb", disable=not progress, leave=False):
+        for d in progress_bar(range(draws), desc="perturb", unit="draw", enabled=progress):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + d)
             with torch.no_grad():
                 for p in params:
@@ -840,6 +841,7 @@ def audit_all(
     out: str | os.PathLike | None = None,
     resume: bool = True,
     redact: bool = False,
+    redact_key: bytes | None = None,
     progress: bool = False,
     names: tuple[str, str] = ("data", "nonmembers"),
 ) -> AuditRun:
@@ -847,10 +849,12 @@ def audit_all(
     membership evaluation), the latent analysis over ``checkpoints`` and weight-perturbation
     recovery when asked, in one resumable store at ``out`` (one item per audited sequence,
     ``nonmember`` marking the second set). ``names`` name the two sets in error messages.
-    ``redact`` replaces every text by a sha256 prefix and
-    its length. The report sections, summary and table come back; ``probekit audit`` writes them.
+    ``redact`` replaces every text by a keyed hash (HMAC-SHA256
+    prefix; the key is ``redact_key``, or a fresh random one kept nowhere, so a guessed text
+    cannot be confirmed against the report) and its length. The report sections, summary and table come back; ``probekit audit`` writes them.
     """
     import hashlib
+    import hmac
 
     lm = _language_model(model, None)
     length = prefix_len + suffix_len
@@ -883,7 +887,11 @@ def audit_all(
     frame.insert(0, "set", np.where(is_nonmember.numpy(), "nonmembers", "data"))
     texts = [lm.decode(row) for row in tokens.tolist()]
     if redact:
-        frame["sha256"] = [hashlib.sha256(t.encode()).hexdigest()[:16] for t in texts]
+        # Keyed: without the key, a guessed text cannot be confirmed against the report.
+        key = redact_key if redact_key is not None else os.urandom(32)
+        frame["sha256"] = [
+            hmac.new(key, t.encode(), hashlib.sha256).hexdigest()[:16] for t in texts
+        ]
         frame["chars"] = [len(t) for t in texts]
     else:
         frame["text"] = texts

@@ -156,8 +156,9 @@ def test_a_config_that_disagrees_with_its_weights_is_refused(model_dir, tmp_path
 
 
 def test_unexpected_and_integer_tensors_are_refused_unless_strict_is_off(model_dir, tmp_path):
-    import probekit as pk
     from safetensors.torch import load_file, save_file
+
+    import probekit as pk
 
     target = tmp_path / "m"
     shutil.copytree(model_dir, target)

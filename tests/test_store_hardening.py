@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -162,3 +163,44 @@ def test_wrong_recorded_shapes_are_refused(rnn, tmp_path):
 def test_positions_that_select_nothing_are_an_error(rnn):
     with pytest.raises(ValueError, match="select no position"):
         pk.cache(rnn, _data(0), "hook_hidden", positions=slice(50, 60), progress=False)
+
+
+def test_inputs_the_model_cannot_take_are_refused_before_the_forward_pass():
+    from tiny_models import tiny_causal_lm
+
+    model = pk.load(tiny_causal_lm("gpt2", vocab_size=40, n_positions=16), device="cpu")
+    for data, message in (
+        (torch.tensor([[1, 2, 40]]), "token id 40 is outside the vocabulary"),
+        (torch.tensor([[1, -2, 3]]), "token id -2 is outside the vocabulary"),
+        (torch.zeros(1, 17, dtype=torch.long), "longer than the model's context of 16"),
+        (torch.zeros(2, 5, 3), "takes token ids"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            pk.cache(model, data, "blocks.0.hook_resid_post", progress=False)
+
+
+def test_cli_cache_user_errors_exit_2_with_one_line(tmp_path, capsys):
+    from tiny_models import tiny_causal_lm
+
+    from probekit.cli import main
+
+    model_dir = tmp_path / "m"
+    tiny_causal_lm("gpt2", vocab_size=40, n_positions=16).save_pretrained(model_dir)
+    capsys.readouterr()
+    cases = {
+        "ids.npy": np.array([[1, 2, 99]]),
+        "long.npy": np.zeros((1, 40), dtype=np.int64),
+        "float.npy": np.zeros((2, 5, 3), dtype=np.float32),
+    }
+    for name, array in cases.items():
+        np.save(tmp_path / name, array)
+        argv = ["cache", str(model_dir), "--data", str(tmp_path / name), "--names"]
+        argv += ["blocks.0.hook_resid_post", "--out", str(tmp_path / "s"), "--quiet"]
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("probekit cache: error: data:"), err
+    argv = ["cache", str(model_dir), "--data", str(tmp_path / "ids.npy"), "--names"]
+    argv += ["blocks.0.hook_resid_post", "--out", str(tmp_path / "s"), "--device", "cuda"]
+    if not torch.cuda.is_available():
+        assert main(argv) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
