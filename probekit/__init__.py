@@ -37,12 +37,15 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "shattering": ("probekit.shattering", None),
     "geometry": ("probekit.geometry", None),
     "forced_choice": ("probekit.forced_choice", None),
+    "attention": ("probekit.attention", None),
+    "memory": ("probekit.memory", None),
 }
 
 __all__ = [
     "ActivationStore",
     "ablation",
     "activations",
+    "attention",
     "cache",
     "edit",
     "fingerprint",
@@ -51,6 +54,7 @@ __all__ = [
     "grid",
     "load",
     "memorization",
+    "memory",
     "models",
     "modularity",
     "probes",

@@ -29,6 +29,21 @@ from probekit.validation import check_positive_int
 EvalFn = Callable[[nn.Module], dict[str, float]]
 
 
+@dataclass(frozen=True)
+class LMSettings:
+    """Model depth and the optimisation every causal-LM recipe sets (AdamW with weight decay on
+    matrices, linear warmup then cosine decay); each recipe subclasses it, overriding only the
+    defaults it changes."""
+
+    n_layer: int = 2
+    n_head: int = 4
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
+
+
 @dataclass
 class TrainResult:
     """What a training run did.

@@ -30,7 +30,7 @@ from probekit.tasks.compositional import (
     teacher_forced_exact_match,
     teacher_forced_right,
 )
-from probekit.train.causal_lm import TrainResult, train_recipe_lm
+from probekit.train.causal_lm import LMSettings, TrainResult, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -40,9 +40,10 @@ from probekit.train.recipes import (
 
 
 @dataclass(frozen=True)
-class CompFnRecipe:
+class CompFnRecipe(LMSettings):
     """Everything that defines the ``compfn`` checkpoint (task, split, model, optimisation)."""
 
+    # task, split and training data
     fmt: str = "step"
     task_seed: int = 0
     n_train_compositions: int = 100
@@ -50,13 +51,12 @@ class CompFnRecipe:
     split_seed: int = 0
     n_train_sequences: int = 100_000
     data_seed: int = 1
+    # GPT-2 depth and width
     n_layer: int = 6
     n_embd: int = 48
-    n_head: int = 4
+    # optimisation and evaluation
     steps: int = 10000
     batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.1
     warmup: int = 150
     eval_every: int = 500
     eval_seed: int = 2

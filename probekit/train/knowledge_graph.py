@@ -20,7 +20,7 @@ import torch
 
 from probekit.tasks import knowledge_graph as kg
 from probekit.tasks.knowledge_graph import save_graph
-from probekit.train.causal_lm import TrainResult, train_recipe_lm
+from probekit.train.causal_lm import LMSettings, TrainResult, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -30,9 +30,10 @@ from probekit.train.recipes import (
 
 
 @dataclass(frozen=True)
-class KGRingRecipe:
+class KGRingRecipe(LMSettings):
     """Everything that defines the ``kg-ring`` checkpoint (graph, walks, model, optimisation)."""
 
+    # the graph, its held-out facts and the training walks
     n_entities: int = kg.DEFAULT_ENTITIES
     heldout_fraction: float = 0.1
     composition_heldout_fraction: float = 0.1
@@ -41,13 +42,12 @@ class KGRingRecipe:
     skip_prob: float = 0.2
     n_walks: int = 200_000
     walk_seed: int = 1
+    # model
     n_layer: int = 3
     n_embd: int = 128
-    n_head: int = 4
+    # optimisation and evaluation
     steps: int = 3000
-    batch_size: int = 64
     lr: float = 1e-3
-    weight_decay: float = 0.1
     warmup: int = 200
     eval_every: int = 500
     eval_items: int = 1024

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from probekit.tasks import cyclic
-from probekit.train.causal_lm import TrainResult, train_recipe_lm
+from probekit.train.causal_lm import LMSettings, TrainResult, train_recipe_lm
 
 # ----------------------------------------------------------------------------- atomic directories
 
@@ -98,22 +98,17 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 @dataclass(frozen=True)
-class CyclicLMRecipe:
+class CyclicLMRecipe(LMSettings):
     """Everything that defines the ``cyclic-lm`` checkpoint (task, split, model, optimisation)."""
 
+    # task and split
     p: int = cyclic.DEFAULT_P
     max_step: int = cyclic.DEFAULT_MAX_STEP
     length: int = cyclic.DEFAULT_LENGTH
     holdout_fraction: float = 0.2
     split_seed: int = 0
-    n_layer: int = 2
+    # model width (depth and optimisation: LMSettings' defaults)
     n_embd: int = 128
-    n_head: int = 4
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup: int = 100
     eval_every: int = 250
 
 
@@ -433,5 +428,6 @@ RECIPES = RecipeRegistry(
         "grid-rnn": "probekit.train.navigation:build_grid_rnn",
         "mmcr-mlp": "probekit.train.geometry:build_mmcr_mlp",
         "brainbench-lm": "probekit.train.brainbench:build_brainbench_lm",
+        "icl-energy": "probekit.train.energy:build_icl_energy",
     }
 )
