@@ -139,7 +139,7 @@ def analyse(quick: bool = False) -> tuple[pk.report.Result, list[Any]]:
     verdict = (
         f"{word}: accuracy {acc:.3f} vs chance 0.5 on {s['n_items']} held-out abstracts "
         f"({s['ties']} ties), calibration slope {slope:+.4f} per bin, context control "
-        f"{control:.3f}"
+        f"{control:.3f} (source: LLMs 81 % vs experts 63 %, confident choices more often right)"
     )
     rare = table.iloc[: len(table) // 4]
     common = table.iloc[-(len(table) // 4) :]
