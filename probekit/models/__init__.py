@@ -26,7 +26,12 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
+_SUBMODULES = ("agreement", "fingerprint", "loading", "rnn", "runner")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"probekit.models.{name}")
     try:
         module_name, attr = _LAZY[name]
     except KeyError:
