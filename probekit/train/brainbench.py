@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from probekit.tasks import abstracts
-from probekit.train.causal_lm import TrainResult, train_causal_lm
+from probekit.train.causal_lm import TrainResult, small_gpt2, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -62,28 +62,15 @@ class BrainBenchLMRecipe:
 
 def brainbench_lm_model(recipe: BrainBenchLMRecipe, vocab_size: int, seed: int) -> torch.nn.Module:
     """A freshly initialised ``GPT2LMHeadModel`` (no dropout, eager attention, tied embeddings)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     vocab = abstracts.vocabulary()
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=recipe.context,
-        n_embd=recipe.n_embd,
-        n_layer=recipe.n_layer,
-        n_head=recipe.n_head,
-        n_inner=4 * recipe.n_embd,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=vocab.index(abstracts.BOS),
-        eos_token_id=None,
-        pad_token_id=vocab.index(abstracts.PAD),
-        tie_word_embeddings=True,
+    return small_gpt2(
+        vocab_size,
+        recipe.context,
+        recipe,
+        seed,
+        bos_id=vocab.index(abstracts.BOS),
+        pad_id=vocab.index(abstracts.PAD),
     )
-    config._attn_implementation = "eager"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return GPT2LMHeadModel(config)
 
 
 def _padded(tok: Any, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,17 +225,14 @@ def build_brainbench_lm(
     def eval_fn(m: torch.nn.Module) -> dict[str, float]:
         return forced_choice_accuracy(m, tok, eval_items)
 
-    result: TrainResult = train_causal_lm(
+    result: TrainResult = train_recipe_lm(
         model,
         train_tokens,
+        r,
         steps=steps,
-        batch_size=r.batch_size,
-        lr=r.lr,
-        weight_decay=r.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=eval_fn,
-        eval_every=r.eval_every,
         progress=progress,
     )
     final = forced_choice_accuracy(model, tok, eval_items)
