@@ -18,7 +18,7 @@ those shards on Ray actors instead of in the calling process:
 A killed run resumes from the manifest like a local one; a killed actor is restarted by Ray
 (or its shards go to the other actors). With ``ray.init(address=...)`` already called, the
 existing cluster is used (the store directory must then be on a filesystem every node
-shares); otherwise a local cluster is started (``ray.init(num_cpus=..., include_dashboard=False)``)
+shares), as is the one ``RAY_ADDRESS`` names; otherwise a local cluster is started (``ray.init(num_cpus=..., include_dashboard=False)``)
 and left running for later calls. Ray itself is imported only here, only when asked for.
 """
 
@@ -269,8 +269,11 @@ def shutdown_workers() -> None:
 def _ensure_ray(workers: int | None) -> Any:
     ray = import_ray()
     if not ray.is_initialized():
-        cpus = max(os.cpu_count() or 1, workers or DEFAULT_CPU_WORKERS)
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        if os.environ.get("RAY_ADDRESS"):  # a cluster named by the environment: join it
+            ray.init(log_to_driver=False)
+        else:
+            cpus = max(os.cpu_count() or 1, workers or DEFAULT_CPU_WORKERS)
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     return ray
 
 
