@@ -85,6 +85,7 @@ class ModelSpec:
     cls: str | None = None
     state: Any = None  # ray.ObjectRef of {name: CPU tensor}
     tokenizer: Any = None
+    attention: str | None = None  # the driver's attention implementation (eager, sdpa, ...)
 
     def build(self, device: torch.device) -> nn.Module:
         from probekit.models.fingerprint import fingerprint
@@ -121,7 +122,10 @@ class ModelSpec:
         module, name = self.cls.rsplit(".", 1)
         hf_class = getattr(importlib.import_module(module), name)
         config_class = hf_class.config_class
-        hf = hf_class(config_class.from_dict(self.config))
+        config = config_class.from_dict(self.config)
+        if self.attention:  # not part of to_dict(); eager vs sdpa differ in the last bits
+            config._attn_implementation = self.attention
+        hf = hf_class(config)
         hf.load_state_dict(state, strict=True)
         hf = hf.to(device=device, dtype=self.dtype).eval()
         if self.kind == "hf":
@@ -166,6 +170,7 @@ def ship_model(model: nn.Module, by_path: bool = True) -> ModelSpec:
     plain = runner(model)._plain_model() if is_bridge(model) else model
     spec.cls = f"{type(plain).__module__}.{type(plain).__qualname__}"
     spec.config = plain.config.to_dict()
+    spec.attention = getattr(plain.config, "_attn_implementation", None)
     spec.state = ray.put({k: v.detach().cpu() for k, v in plain.state_dict().items()})
     return spec
 
@@ -205,6 +210,10 @@ class ShardWorker:
             models = {name: spec.build(device) for name, spec in specs.items()}
         except _Mismatch as err:
             self.problem = str(err)
+        except Exception as err:  # noqa: BLE001 - a path this node cannot read: go by weights
+            if not any(spec.path for spec in specs.values()):
+                raise
+            self.problem = f"{type(err).__name__}: {err}"
         else:
             self.compute = _resolve(factory)(**models, **kwargs, device=device)
         return {"problem": self.problem, "pid": os.getpid()}
@@ -320,7 +329,9 @@ def _setup_actors(ray: Any, remote: RemoteCompute, fp: str, workers: int | None)
             return actors, run_key, boxed
         if not by_path:
             raise RuntimeError(problems[0])
-        by_path = False  # the checkpoint on disk is not this (edited) model: ship its weights
+        # The checkpoint on disk is not this (edited) model, or this node cannot read it:
+        # ship the weights instead.
+        by_path = False
     raise RuntimeError("could not start Ray workers (they died while loading the model)")
 
 
