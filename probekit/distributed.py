@@ -318,7 +318,7 @@ def _setup_actors(ray: Any, remote: RemoteCompute, fp: str, workers: int | None)
         run_key = uuid.uuid4().hex
         pool_key, actors = _pool(ray, workers)
         try:
-            states = ray.get([a.setup.remote(run_key, boxed) for a in actors])
+            states = _get(ray, [a.setup.remote(run_key, boxed) for a in actors])
         except ray.exceptions.RayActorError:
             _POOLS.pop(pool_key, None)  # an actor of the pool died between runs: a fresh pool
             for actor in actors:
@@ -333,6 +333,18 @@ def _setup_actors(ray: Any, remote: RemoteCompute, fp: str, workers: int | None)
         # ship the weights instead.
         by_path = False
     raise RuntimeError("could not start Ray workers (they died while loading the model)")
+
+
+def _get(ray: Any, refs: Any) -> Any:
+    """``ray.get``, re-raising an actor's own exception as itself (a ValueError about the data
+    reads as it does locally, not wrapped in a remote traceback)."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as err:
+        cause = getattr(err, "cause", None)
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise
 
 
 @dataclass
@@ -393,7 +405,7 @@ def run_sharded(
         (ref,), _ = ray.wait(list(in_flight), num_returns=1)
         i, job = in_flight.pop(ref)
         try:
-            result = ray.get(ref)
+            result = _get(ray, ref)
         except ray.exceptions.RayActorError:
             load.pop(i, None)  # this actor is gone for good (Ray already retried once)
             for other in [r for r, (j, _) in in_flight.items() if j == i]:
@@ -437,8 +449,8 @@ def run_sharded(
                 )
             if shard_size is None or "shapes" not in manifest:
                 # Fix the layout before dispatch: the local backend's rule on the first batch.
-                probe = ray.get(
-                    actors[0].probe.remote(run_key, boxed, batch.inputs, batch.mask, rows)
+                probe = _get(
+                    ray, actors[0].probe.remote(run_key, boxed, batch.inputs, batch.mask, rows)
                 )
                 if shard_size is None:
                     shard_size = shard_size_for(sum(v[2] for v in probe.values()), n)
@@ -470,8 +482,8 @@ def run_sharded(
         while in_flight:
             collect()
     except BaseException:
-        # Stop the actors at once: no shard of this run may land after its lock is released.
-        shutdown_workers()
+        if in_flight:  # stop them at once: no shard may land after the lock is released
+            shutdown_workers()
         raise
     finally:
         bar.close()

@@ -262,6 +262,17 @@ def test_import_probekit_and_its_cli_never_import_ray():
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
+def test_bad_data_fails_on_an_actor_with_the_local_error(model, tokens, tmp_path):
+    bad = tokens.clone()
+    bad[1, 3] = 70  # outside the vocabulary of 65
+    messages = []
+    for backend in ("local", "ray"):
+        with pytest.raises(ValueError) as err:
+            pk.cache(model, bad, NAMES, out=tmp_path / backend, backend=backend, progress=False)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1] and "outside the vocabulary" in messages[0]
+
+
 def test_killed_actor_mid_run_still_ends_with_the_local_store(model, tokens, tmp_path):
     from probekit import distributed
 
