@@ -404,7 +404,17 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
         f"{s['mean_drop_zero_attn_early']:.3f} (early half) vs "
         f"{s['mean_drop_zero_attn_latter']:.3f} (latter half)"
     )
-    return {"title": results[0].title, "path": page.name, "description": headline}
+    latter, early = s["mean_drop_zero_attn_latter"], s["mean_drop_zero_attn_early"]
+    verdict = ("reproduced" if latter > early else "not") + (
+        f": ablating one latter-half attention layer lowers {s['sweep_metric']} by {latter:.3f} "
+        f"on average vs {early:.3f} for a first-half layer (source: the latter half is critical)"
+    )
+    return {
+        "title": results[0].title,
+        "path": page.name,
+        "description": headline,
+        "verdict": verdict,
+    }
 
 
 if __name__ == "__main__":

@@ -205,7 +205,19 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     out = Path(out)
     study, results = analyse(quick=quick)
     page = pk.report.write(results, out / "grid_modules.html", title=study.title)
-    return {"title": study.title, "path": page.name, "description": study.description}
+    s = study.summary
+    verdict = (
+        ("reproduced" if s["trained_modules"] >= 2 else "not")
+        + f": grid-rnn has {s['trained_grid_cells']} grid cells in {s['trained_modules']} "
+        "module(s) (source: several modules of discrete spacings); the detector finds "
+        f"{s['synthetic_modules_found']} of the synthetic population's {len(SYNTHETIC_MODULES)}"
+    )
+    return {
+        "title": study.title,
+        "path": page.name,
+        "description": study.description,
+        "verdict": verdict,
+    }
 
 
 if __name__ == "__main__":

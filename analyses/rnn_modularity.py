@@ -185,10 +185,20 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     out = Path(out)
     results = analyse(quick=quick)
     page = pk.report.write(results, out / "rnn_modularity.html", title=results[0].title)
+    s = results[0].summary
+    flags = [s.get("bimt_higher_Q"), s.get("bimt_higher_within_fraction"), s.get("bimt_more_local")]
+    if all(flags) and s.get("comparable_performance"):
+        label = "reproduced"
+    elif any(flags):
+        label = "partly"
+    else:
+        label = "not"
+    verdict = f"{label}: {s['verdict']} (source: BIMT's anatomical modules exceed L1's and none's)"
     return {
         "title": results[0].title,
         "path": page.name,
-        "description": results[0].summary["verdict"],
+        "description": s["verdict"],
+        "verdict": verdict,
     }
 
 

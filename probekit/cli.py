@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "grid",
     "modularity",
     "shatter",
+    "choose",
     "report",
     "train",
     "demo",

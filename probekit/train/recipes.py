@@ -426,5 +426,8 @@ RECIPES = RecipeRegistry(
         "cog-rnn-l1": "probekit.train.cognitive:build_cog_rnn_l1",
         "cog-rnn-plain": "probekit.train.cognitive:build_cog_rnn_plain",
         "grid-rnn": "probekit.train.navigation:build_grid_rnn",
+        "mmcr-mlp": "probekit.train.geometry:build_mmcr_mlp",
+        "brainbench-lm": "probekit.train.brainbench:build_brainbench_lm",
+        "icl-energy": "probekit.train.energy:build_icl_energy",
     }
 )
