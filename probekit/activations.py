@@ -1200,6 +1200,22 @@ def _run(
     if cursor > shard_start:
         _close_shard(writer, done, shard_start, cursor, buffer, shard_hash)
     bar.close()
+    seal_manifest(manifest, data_hash, extras, cursor, started)
+    writer.flush()
+    manifest["complete"] = True
+    writer.finish()
+
+
+def seal_manifest(
+    manifest: dict[str, Any],
+    data_hash: _DataFingerprint | None,
+    extras: Mapping[str, torch.Tensor],
+    n_items: int,
+    started: float,
+) -> None:
+    """Record what a finished pass over the data saw (its fingerprint, the item count, the
+    time), refusing data that differs from what the store was started with. Shared by the
+    local writer and the Ray driver."""
     if data_hash is None:
         raise ValueError("data is empty (no batches)")
     fingerprint = _with_extras(data_hash.hexdigest(), extras)
@@ -1209,11 +1225,8 @@ def _run(
             f"({manifest['data_fingerprint'][:12]}… vs {fingerprint[:12]}…)"
         )
     manifest["data_fingerprint"] = fingerprint
-    manifest["n_items"] = cursor
+    manifest["n_items"] = n_items
     manifest["seconds"] = round(time.perf_counter() - started, 3)
-    writer.flush()
-    manifest["complete"] = True
-    writer.finish()
 
 
 def _close_shard(

@@ -371,11 +371,10 @@ def run_sharded(
 
     from probekit.activations import (
         MANIFEST,
-        StaleStoreError,
         _bytes,
         _DataFingerprint,
-        _with_extras,
         record_shard,
+        seal_manifest,
         shard_is_done,
         shard_size_for,
     )
@@ -487,17 +486,7 @@ def run_sharded(
         raise
     finally:
         bar.close()
-    if data_hash is None:
-        raise ValueError("data is empty (no batches)")
-    fingerprint = _with_extras(data_hash.hexdigest(), extras)
-    if manifest["data_fingerprint"] not in (None, fingerprint):
-        raise StaleStoreError(
-            "data: the inputs differ from those the store was started with "
-            f"({manifest['data_fingerprint'][:12]}… vs {fingerprint[:12]}…)"
-        )
-    manifest["data_fingerprint"] = fingerprint
-    manifest["n_items"] = cursor
-    manifest["seconds"] = round(time.perf_counter() - started, 3)
+    seal_manifest(manifest, data_hash, extras, cursor, started)
     LAST_RUN.clear()
     LAST_RUN.update(
         workers=len(actors),
