@@ -40,7 +40,6 @@ import torch
 import probekit as pk
 from probekit.tasks.compositional import (
     CompositionTask,
-    greedy_generate,
     load_split,
     teacher_forced_right,
 )
@@ -90,7 +89,10 @@ def _format_comparison(
         for name, (comps, x) in drawn.items():
             for fmt, m, t in (("step-by-step", model, task), ("direct", direct, direct_task)):
                 tokens = t.sequences(comps, x)
-                out = greedy_generate(m, tokens[:, : t.prompt_len], t.seq_len)
+                prompt = tokens[:, : t.prompt_len]
+                # Greedy with a KV cache: token for token a one-at-a-time decode.
+                decoded = pk.models.runner.runner(m).generate(prompt, t.seq_len - t.prompt_len)
+                out = torch.cat([prompt, decoded.cpu()], dim=1)
                 right = out[:, t.prompt_len :] == tokens[:, t.prompt_len :]
                 rows.append(
                     {
