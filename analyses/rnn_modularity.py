@@ -156,6 +156,9 @@ def analyse(quick: bool = False, cache_dir: Path | None = None) -> list[Any]:
     fig.update_layout(
         title="Anatomical modularity of the functional clusters, z-score against label shuffles",
         barmode="group",
+        xaxis_title="network",
+        yaxis_title="z-score against label shuffles (standard deviations)",
+        legend_title_text="measure",
     )
     acc_cols = [c for c in frame.columns if c.startswith("acc_")]
     acc_fig = go.Figure(
@@ -166,9 +169,10 @@ def analyse(quick: bool = False, cache_dir: Path | None = None) -> list[Any]:
             colorscale="Viridis",
             zmin=0,
             zmax=1,
+            colorbar={"title": {"text": "accuracy (fraction of trials)"}},
         )
     )
-    acc_fig.update_layout(title="Per-task accuracy")
+    acc_fig.update_layout(title="Per-task accuracy", xaxis_title="task", yaxis_title="network")
     summary = {"verdict": verdict, **flags}
     for row in rows:
         m = row["model"].removeprefix("cog-rnn-")
