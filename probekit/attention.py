@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from probekit.report.page import Rendered
 from probekit.validation import check_positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -344,7 +345,7 @@ def _expand_kv(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 @dataclass
-class HypersphereResult:
+class HypersphereResult(Rendered):
     """One row per (layer, head) of the vMF view of a model's attention.
 
     ``frame`` columns: ``layer``, ``head``, ``rope`` (m_j depends on the query position),

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probekit.report.page import Rendered
 from probekit.validation import check_choice, check_int, check_positive_int
 
 __all__ = [
@@ -315,7 +316,7 @@ def ab_labels(n: int, seed: int = 42) -> np.ndarray:
 
 
 @dataclass
-class ForcedChoiceResult:
+class ForcedChoiceResult(Rendered):
     """Forced-choice results.
 
     ``frame``: one row per item in input order: ``ppl_a``, ``ppl_b``, ``label`` (0 when A is

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from probekit.report.page import Rendered
 from probekit.stats import mmcr as formulas
 from probekit.validation import as_generator, check_positive_float, check_positive_int
 
@@ -128,7 +129,7 @@ def as_views(embeddings: Any, hook: str | None = None, views: int | None = None)
 
 
 @dataclass
-class GeometryResult:
+class GeometryResult(Rendered):
     """The geometry of one set of embeddings.
 
     ``frame``: one row per item (``item``, ``centroid_norm``, ``view_nuclear_norm`` =
@@ -235,7 +236,7 @@ def marchenko_pastur_ratio(items: int, dim: int) -> float:
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Rendered):
     """The gap ``1 - ||M||_* / sqrt(N min(N, D))`` over a grid of items N and dimensions D.
 
     ``frame``: one row per (N, D): ``items``, ``dim``, ``ratio`` = N / D, ``gap`` (mean over the
@@ -355,7 +356,7 @@ def isotropic_sweep(
 
 
 @dataclass
-class TrajectoryResult:
+class TrajectoryResult(Rendered):
     """Geometry over training: one row per step of every :func:`mmcr` summary number."""
 
     frame: pd.DataFrame

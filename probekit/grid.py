@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from probekit.report.page import Rendered
 from probekit.stats.grid import (
     ANGLES,
     Extent,
@@ -78,7 +79,7 @@ __all__ = [
 
 
 @dataclass
-class GridScores:
+class GridScores(Rendered):
     """Grid scores of a population of rate maps.
 
     Attributes:
@@ -122,7 +123,7 @@ def score(
 
 
 @dataclass
-class GridModules:
+class GridModules(Rendered):
     """Grid cells, their spacing and orientation, and the modules they form.
 
     Attributes:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from probekit.report.page import Rendered
 from probekit.validation import (
     as_generator,
     check_fraction,
@@ -231,7 +232,7 @@ def predicted_log_capacity(d: np.ndarray | float, beta: float, overlap: float) -
 
 
 @dataclass
-class CapacityResult:
+class CapacityResult(Rendered):
     """One row per dimension: ``d``, ``beta``, ``capacity`` (K*), ``log_capacity``,
     ``predicted_log_capacity``. ``summary``: the slope of ``log K*`` against ``D`` (fit) and of
     the prediction, and their ratio."""

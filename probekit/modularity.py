@@ -55,6 +55,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from probekit.report.page import Rendered
 from probekit.stats.modularity import (
     grid_positions,
     locality,
@@ -102,7 +103,7 @@ def _task_labels(tasks: Sequence[str]) -> list[str]:
 
 
 @dataclass
-class TaskVariance:
+class TaskVariance(Rendered):
     """Task variance of every unit: ``values [units, tasks]`` (also ``np.asarray(result)``)."""
 
     values: np.ndarray
@@ -256,7 +257,7 @@ def _normalized(values: np.ndarray, normalize: str) -> np.ndarray:
 
 
 @dataclass
-class ClusterResult:
+class ClusterResult(Rendered):
     """Functional clusters of units from their task variance.
 
     Attributes:
@@ -465,7 +466,7 @@ def cluster(
 
 
 @dataclass
-class AnatomicalResult:
+class AnatomicalResult(Rendered):
     """Anatomical modularity of the functional clusters, each metric against a label-shuffle
     null. ``summary`` holds ``Q``, ``within_fraction``, ``locality`` (with positions) and for
     each ``<metric>_null_mean``, ``<metric>_null_std``, ``<metric>_z``, ``<metric>_p``."""
@@ -610,7 +611,7 @@ def anatomical(
 
 
 @dataclass
-class LesionResult:
+class LesionResult(Rendered):
     """Performance after silencing each cluster: ``drop [clusters, tasks]`` = intact accuracy
     minus lesioned accuracy."""
 

@@ -506,10 +506,16 @@ def test_results_render_themselves_in_jupyter() -> None:
     html_text = result._repr_html_()
     assert "mine" in html_text and "0.75" in html_text and "plotly" in html_text.lower()
     # every result class of the analysis modules shows itself the same way
-    for module in (pk.memorization, pk.ablation, pk.probes, pk.shattering, pk.activations):
+    modules = (pk.memorization, pk.ablation, pk.probes, pk.shattering, pk.activations)
+    modules += (pk.grid, pk.modularity, pk.geometry, pk.forced_choice, pk.attention, pk.memory)
+    checked = []
+    for module in modules:
         for name, cls in inspect.getmembers(module, inspect.isclass):
             if cls.__module__ == module.__name__ and hasattr(cls, "figures"):
                 assert issubclass(cls, report.Rendered), f"{module.__name__}.{name}"
+                checked.append(name)
+    assert {"GridModules", "ClusterResult", "GeometryResult", "ForcedChoiceResult"} <= set(checked)
+    assert {"HypersphereResult", "CapacityResult"} <= set(checked)
 
 
 def test_tables_number_rows_cut_long_text_and_explain_missing_values() -> None:
