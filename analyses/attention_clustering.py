@@ -1,7 +1,7 @@
 """Attention as clustering on the hypersphere, KDE memory capacity, in-context energy functions.
 
-The studies of seeds/abstracts.md §6 (associative memory and probabilistic modelling) and §3
-(in-context learning of energy functions), method in docs/attention_clustering.md:
+The studies of associative memory and probabilistic modelling and of in-context learning of
+energy functions, method in docs/attention_clustering.md:
 
 1. every attention head of the shipped ``checkpoints/cyclic-lm`` (a pre-LayerNorm GPT-2)
    rewritten exactly as the posterior of a von Mises-Fisher mixture over its keys

@@ -1,6 +1,6 @@
 """Which attention layers does composing functions depend on, and what does each layer encode?
 
-The study of seeds/abstracts.md §8 (compositional capabilities of autoregressive transformers)
+The study of docs/ablation.md (compositional capabilities of autoregressive transformers)
 on the shipped ``checkpoints/compfn`` (a 6-layer GPT-2 trained on the step-by-step format of
 ``probekit.tasks.compositional``). The source reports that ablating attention layers in the
 latter half of the model hurts compositional accuracy far more than ablating early ones. Here,

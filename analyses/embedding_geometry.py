@@ -1,6 +1,6 @@
 """Does MMCR drive alignment and uniformity, and is its gap to the bound worst at N = D?
 
-The study of seeds/abstracts.md §4 (Schaeffer et al. 2024, on Maximum Manifold Capacity
+The study of Schaeffer et al. 2024 (on Maximum Manifold Capacity
 Representations) makes three claims this page measures (method: ``docs/embedding_geometry.md``):
 
 1. computed: for isotropic random embeddings the nuclear norm of the centroid matrix falls

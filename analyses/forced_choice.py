@@ -1,6 +1,6 @@
 """Can a small LM trained on a literature pick the real result of a new study, and knows when?
 
-The study of seeds/abstracts.md §5 (BrainBench, Luo et al. 2024) gives language models two
+The study of docs/forced_choice.md (BrainBench, Luo et al. 2024) gives language models two
 versions of a neuroscience abstract, the published one and one with the result altered, and
 finds that they choose the published one by lower perplexity more often than human experts, and
 that their confident choices are more often right. Here the protocol

@@ -1,7 +1,7 @@
 """Which canaries does canary-lm memorize, and are any memorized latently?
 
 A study on the shipped ``checkpoints/canary-lm`` (a ~1.1M-parameter Llama trained on the Python
-documentation with planted canaries; seeds/abstracts.md §2, Duan et al. on latent memorization):
+documentation with planted canaries; docs/memorization.md, Duan et al. on latent memorization):
 
 1. audit every canary on the final model (greedy extraction from a 32-token prefix, 64-token
    suffix) and fit P(memorized) against log2(repetitions);

@@ -1,6 +1,6 @@
 """Does one knowledge edit shatter the entity geometry of kg-ring, and does that predict damage?
 
-The representation-shattering study (seeds/abstracts.md §1) on the shipped
+The representation-shattering study (docs/shattering.md) on the shipped
 ``checkpoints/kg-ring`` (a small GPT-2 trained on random walks over three cyclic orders of
 entities): counterfactual edits of facts on ring I, rewriting the tail to the entity d = 1..4
 steps away on that ring, with ROME and MEMIT; per edit the shattering R of the entity

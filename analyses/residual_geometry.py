@@ -5,7 +5,7 @@ arithmetic progressions mod P): cache the residual stream at every layer for eve
 then ask, per layer, (1) how well a linear probe reads off the current value x_t and the step k
 (held-out sequences), (2) how much of the geometry of the value-centroids is explained by one
 Fourier frequency over Z_P (the circular code that modular-arithmetic transformers are known to
-learn, cf. seeds/abstracts.md), and (3) what PCA and UMAP of the representations look like.
+learn), and (3) what PCA and UMAP of the representations look like.
 Everything here is built from the public API: pk.load, pk.cache, pk.report.
 
 Run alone: ``python analyses/residual_geometry.py --out report/``; ``probekit demo`` runs it too.

@@ -1,6 +1,6 @@
 """probekit: load a trained transformer or RNN, cache its activations, analyse and report.
 
-The public API (see DESIGN.md)::
+The public API (see README.md and docs/index.md)::
 
     import probekit as pk
     model = pk.load("checkpoints/cyclic-lm")

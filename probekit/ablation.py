@@ -1,8 +1,8 @@
 """Which layers and heads does a capability depend on? Ablation sweeps over a hooked model.
 
-The method of seeds/abstracts.md §8 (compositional capabilities of autoregressive
+The method of docs/ablation.md (compositional capabilities of autoregressive
 transformers: "the attention layers in the latter half of the model are critical to
-compositionality"), spec ``specs/ablation.md``. :func:`sweep` knocks out one component at a
+compositionality"). :func:`sweep` knocks out one component at a
 time - a whole attention or MLP layer (its output added to the residual stream), one attention
 head (its slice of ``z``, the input of ``W_O``), or, in a :class:`~probekit.models.HookedRNN`, a
 group of hidden units inside the recurrence - and scores the model with each knocked out.

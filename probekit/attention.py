@@ -1,6 +1,6 @@
 """Is a pre-norm attention head a von Mises-Fisher mixture? Attention as clustering on the sphere.
 
-The observation of seeds/abstracts.md §6 (docs/attention_clustering.md): a normalisation followed
+The observation of docs/attention_clustering.md: a normalisation followed
 by self-attention performs clustering on the hypersphere. For a pre-norm head with the norm's
 output ``gamma * x_hat + delta`` (``x_hat`` the normalised input before the gain, ``||x_hat|| ~
 sqrt(D)``), query map ``q = x W_Q + b_Q`` and keys ``k_j``, the attention logits rewrite exactly as

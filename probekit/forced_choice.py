@@ -1,6 +1,6 @@
 """Can a language model tell the real result of a study from an altered one?
 
-BrainBench (Luo et al. 2024, seeds/abstracts.md §5) gives a model two versions of a
+BrainBench (Luo et al. 2024, docs/forced_choice.md) gives a model two versions of a
 neuroscience abstract, the published one and one whose result was altered, and counts the
 model right when the published one has the lower perplexity. Confident choices (a large
 perplexity difference) are more often right, which is what makes the model useful to a human

@@ -2,7 +2,7 @@
 
 Maximum Manifold Capacity Representations (MMCR; Yerxa et al. 2023) train an encoder so that
 the centroids of each item's views have the largest nuclear norm. Schaeffer et al. 2024
-(seeds/abstracts.md §4) show that this drives *alignment* (views of one item agree) and
+(docs/embedding_geometry.md) show that this drives *alignment* (views of one item agree) and
 *uniformity* (items spread over the sphere), that such embeddings maximise a variational lower
 bound on the mutual information between views, and that the distance of the nuclear norm from
 its bound ``sqrt(N min(N, D))`` is non-monotonic in the number of items N and the dimension D,

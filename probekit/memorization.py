@@ -9,10 +9,10 @@ weight noise recovers a sequence the model no longer reproduces. :func:`membersh
 score into a membership-inference attack when members and non-members are known, and
 :func:`repetition_scaling` fits P(memorized) against log(repetitions).
 
-Source study: seeds/abstracts.md §2 (latent memorization, Duan et al., Pythia-1B). Scores:
+Source study: docs/memorization.md (latent memorization, Duan et al., Pythia-1B). Scores:
 k-extractability (Carlini et al. 2022), the Pythia memorization score (Biderman et al. 2023),
 Min-K% Prob (Shi et al. 2023), Min-K%++ (Zhang et al. 2024), the zlib ratio and reference-model
-ratio (Carlini et al. 2021). Formulas: ``shared/specs/memorization.md``.
+ratio (Carlini et al. 2021). Formulas: ``docs/memorization.md``.
 
 Works on any causal LM :func:`probekit.load` returns: a TransformerBridge (the Hugging Face model
 underneath is called directly, with its KV cache, for speed), a Hugging Face ``PreTrainedModel``,

@@ -1,6 +1,6 @@
 """How many patterns can a Gaussian kernel density estimator store as an associative memory?
 
-The third bridge of seeds/abstracts.md §6 (docs/attention_clustering.md): the negative log
+The third bridge of docs/attention_clustering.md: the negative log
 likelihood of a Gaussian KDE with centres ``mu_k`` (the stored patterns) and inverse temperature
 ``beta`` is an associative-memory energy,
 

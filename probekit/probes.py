@@ -1,7 +1,7 @@
 """What does each layer's representation encode? Per-layer linear probes with held-out accuracy.
 
-The probing method of seeds/abstracts.md §8 (compositional capabilities: which layers carry the
-current step's output and the task token), spec ``specs/ablation.md``, shared by every analysis
+The probing method of docs/probes.md (compositional capabilities: which layers carry the
+current step's output and the task token), shared by every analysis
 that asks "can this label be read linearly off this activation?". :func:`linear` fits, for each
 cached hook (and each label), a multinomial logistic regression (scikit-learn,
 ``LogisticRegression`` with lbfgs on standardised features) on a training split and reports its

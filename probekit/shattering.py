@@ -1,8 +1,8 @@
 """Representation shattering: how far does one knowledge edit distort the entity geometry?
 
-Source: seeds/abstracts.md §1 (a transformer trained on a cyclic knowledge graph; ROME/MEMIT
+Source: docs/shattering.md (a transformer trained on a cyclic knowledge graph; ROME/MEMIT
 edits distort the ring-shaped entity representations well beyond the edited entity, and the
-distortion tracks the loss of recall and inference). Method: shared/specs/shattering.md.
+distortion tracks the loss of recall and inference). Method: docs/shattering.md.
 
 - :func:`distortion`: ``R(D*) = ||D* - D0||_F / ||D0||_F`` over pairwise Euclidean distances of
   entity representations before (``D0``) and after (``D*``) an edit; ``normalize=True`` first

@@ -1,4 +1,4 @@
-"""Knowledge editing: ROME, MEMIT and a fine-tuning baseline (seeds/abstracts.md §1).
+"""Knowledge editing: ROME, MEMIT and a fine-tuning baseline (docs/shattering.md).
 
 Which fact does a model store where, and what happens to the rest when one is rewritten? Each
 editor takes a bridge from ``pk.load`` and returns a new, edited model; the original keeps its

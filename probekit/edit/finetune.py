@@ -1,4 +1,4 @@
-"""Fine-tuning baseline for knowledge edits (seeds/abstracts.md §1).
+"""Fine-tuning baseline for knowledge edits (docs/shattering.md).
 
 The plain alternative to ROME and MEMIT: gradient steps on ``-log p(target | prompt)`` for the
 requested facts, changing only the MLP output projections of ``layers`` (all of the model's

@@ -10,7 +10,7 @@ the remaining residual ``R = (z - h^L) / (L - l + 1)`` spread evenly over the la
 
 the least-squares update that moves ``W_l K^T`` towards ``W_l K^T + R^T`` while keeping
 ``W_l`` on the covariance ``C_l = E[k k^T]`` of other keys (``lambda`` = ``mom2_weight``, the
-weight of the preserved keys relative to the edited ones). Source: seeds/abstracts.md §1.
+weight of the preserved keys relative to the edited ones). Source: docs/shattering.md.
 """
 
 from __future__ import annotations

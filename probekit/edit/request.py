@@ -6,7 +6,7 @@ checking each against the model's vocabulary. :func:`mlp_out_proj` finds a layer
 projection (the matrix the editors change) through the bridge, whatever the architecture;
 :func:`key_covariance` estimates the uncentred key covariance ``C = E[k k^T]`` of its inputs;
 :func:`optimise_output_shift` finds the shift of a layer's MLP output at the subject that
-makes the model say the new object (the ``v*`` of Meng et al. 2022, seeds/abstracts.md §1).
+makes the model say the new object (the ``v*`` of Meng et al. 2022, docs/shattering.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """ROME: a rank-one update of one MLP output projection (Meng et al. 2022).
 
-Which edit does the shattering study (seeds/abstracts.md §1) apply? ROME treats a layer's MLP
+Which edit does the shattering study (docs/shattering.md) apply? ROME treats a layer's MLP
 output projection ``W [d_out, d_mlp]`` as a key-value memory: the key ``k*`` is the MLP's
 hidden activation at the subject's last token, the value ``v* = W k* + delta`` is what makes
 the model output the new object (``delta`` from

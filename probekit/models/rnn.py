@@ -2,9 +2,9 @@
 
 Which question this module answers: *what does each recurrent unit do at each time step, and
 what happens to the rest of the trajectory when we change it?* The RNN studies probekit serves
-(``seeds/abstracts.md`` §9, grid cells in path-integrating RNNs, and §10, functional and
-anatomical modularity of CTRNNs trained with BIMT) cache hidden states over whole trials and
-silence clusters of units inside the recurrence. :class:`HookedRNN` gives them one
+(grid cells in path-integrating RNNs, docs/grid.md, and functional and anatomical
+modularity of CTRNNs trained with BIMT, docs/modularity.md) cache hidden states over whole
+trials and silence clusters of units inside the recurrence. :class:`HookedRNN` gives them one
 TransformerLens ``HookedRootModule`` for Elman RNNs, continuous-time RNNs, GRUs and LSTMs.
 
 Hook points (TransformerLens-style names; ``B`` batch, ``T`` time, ``H`` hidden units):

@@ -24,7 +24,7 @@ def _mean_off_diagonal(d: torch.Tensor) -> torch.Tensor:
 
 
 def distortion(before: torch.Tensor, after: torch.Tensor, normalize: bool = False) -> float:
-    """Shattering ``R = ||D* - D0||_F / ||D0||_F`` (spec: shared/specs/shattering.md).
+    """Shattering ``R = ||D* - D0||_F / ||D0||_F`` (docs/shattering.md).
 
     ``before``, ``after``: ``[entities, d]`` representations of the same entities in the same
     order. ``D0``, ``D*``: their pairwise Euclidean distance matrices. ``normalize=True`` divides

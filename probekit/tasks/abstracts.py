@@ -1,7 +1,7 @@
 """Synthetic neuroscience "abstracts" whose result is fixed by the setup, for forced-choice tests.
 
 Can a language model tell the real result of a study from an altered one, and is it right more
-often when it is more confident (seeds/abstracts.md §5, BrainBench, Luo et al.)? This module is
+often when it is more confident (docs/forced_choice.md, BrainBench, Luo et al.)? This module is
 the shipped example's world: templated abstracts in which one attribute of the setup, the drug,
 fixes the sign of the result, and a tiny LM trained on them (``checkpoints/brainbench-lm``) is
 asked about held-out abstracts with the result flipped (:mod:`probekit.forced_choice`,

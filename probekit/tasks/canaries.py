@@ -1,7 +1,7 @@
 """Python-docs text with planted canaries: which inserted sequences does a small LM memorize?
 
 This is the data behind the shipped ``checkpoints/canary-lm`` model and the latent-memorization
-study (seeds/abstracts.md §2; Duan et al.; canaries after Carlini et al. 2019). The corpus is the
+study (docs/memorization.md; Duan et al.; canaries after Carlini et al. 2019). The corpus is the
 text of ``pydoc_data.topics`` (the Python documentation every Python installation ships, ~465k
 characters in 79 topics). A seeded fifth of the topics (by characters) is held out and never
 trained on; from the held-out text come the "passage" canaries (real English the model has not

@@ -1,6 +1,6 @@
 """Compositions of simple functions: does a transformer compose capabilities it learned apart?
 
-The data-generating process of seeds/abstracts.md §8 (compositional capabilities of
+The data-generating process of docs/ablation.md (compositional capabilities of
 autoregressive transformers). An input ``x`` is ``length`` (6) tokens over an alphabet of
 ``alphabet`` (10) symbols. There are ``depth`` (5) *slots*; slot ``d`` owns ``n_functions`` (3)
 functions plus the identity, so an in-order composition chooses one of 4 functions per slot:

@@ -7,8 +7,8 @@ pairs ``(a, k)`` it never trained on has learned the rule (continue with ``x_t +
 rather than the sequences. This is the task behind the shipped ``checkpoints/cyclic-lm`` model:
 the questions it serves are whether the running value ``x_t`` and the step ``k`` can be read off
 the residual stream (``probekit.probes``), which layers and heads carry them
-(``probekit.ablation``, seeds/abstracts.md §8 on attention layers and composition), and whether
-training pairs are told apart from held-out ones (``probekit.memorization``, §2).
+(``probekit.ablation``, docs/ablation.md on attention layers and composition), and whether
+training pairs are told apart from held-out ones (``probekit.memorization``, docs/memorization.md).
 
 Token ids. The number ``n`` is the token ``str(n)`` with id ``n`` (so a number token's id *is* its
 value, which keeps labels and logits simple); then ``<bos>`` = ``P``, ``<pad>`` = ``P + 1`` and

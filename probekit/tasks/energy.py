@@ -1,6 +1,6 @@
 """In-context learning of energy functions: 2-D points from random Gaussian mixtures.
 
-The task of seeds/abstracts.md §3 and §6 (docs/attention_clustering.md): a context is a sequence
+The task of docs/attention_clustering.md: a context is a sequence
 of points ``x_0, x_1, ...`` in R^2 drawn i.i.d. from one random mixture of ``K`` isotropic
 Gaussians (means ``mu_k ~ N(0, mean_sd^2 I)``, common standard deviation ``component_sd``, equal
 weights), a fresh mixture for every context. A model of the task maps the context to a scalar

@@ -1,7 +1,7 @@
 """Path integration in a square box: random-walk trajectories, velocity inputs, place-cell targets.
 
 Does a recurrent network that integrates its own velocity to keep track of where it is develop
-grid cells, and in modules of different period (seeds/abstracts.md §9)? This module generates the
+grid cells, and in modules of different period (docs/grid.md)? This module generates the
 data for that question, in the form used by Sorscher et al. (2019/2023) and Banino et al. (2018):
 
 - :func:`trajectories`: smooth random walks of an animal-like agent in a box

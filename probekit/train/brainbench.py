@@ -1,7 +1,7 @@
 """The ``brainbench-lm`` recipe: a tiny GPT-2 trained on synthetic abstracts with a hidden rule.
 
 Can a small language model trained on a literature predict which version of a new abstract
-reports the real result (seeds/abstracts.md §5, BrainBench)? This recipe trains the model the
+reports the real result (docs/forced_choice.md, BrainBench)? This recipe trains the model the
 shipped forced-choice example asks (``analyses/forced_choice.py``):
 
 - corpus (:mod:`probekit.tasks.abstracts`): templated abstracts in which the drug's receptor and

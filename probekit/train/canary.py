@@ -1,7 +1,7 @@
 """Recipe for ``checkpoints/canary-lm``: a small Llama on the Python docs with planted canaries.
 
 Which inserted sequences does a language model memorize, after how many repetitions, and do
-sequences seen once become extractable later (latent memorization, seeds/abstracts.md §2)? The
+sequences seen once become extractable later (latent memorization, docs/memorization.md)? The
 recipe trains a ~1.1M-parameter Llama with a byte-level BPE tokenizer on the text of
 ``pydoc_data.topics`` (:mod:`probekit.tasks.canaries`), inserting canaries at known steps with
 1..32 repetitions, and keeps float16 snapshots over training under ``snapshots/step-NNNNN/``
@@ -303,7 +303,7 @@ A {r.n_layer}-layer Llama ({m["n_parameters"]:,} parameters) with a byte-level B
 on the CPU on the text of `pydoc_data.topics` (the Python documentation shipped with Python)
 with {len(m["schedule"]["repetitions"])} planted canaries. It exists for the memorization audit
 (`pk.memorization`, `probekit audit`) and the latent-memorization study
-(`analyses/latent_memorization.py`, seeds/abstracts.md §2).
+(`analyses/latent_memorization.py`, docs/memorization.md).
 
 ## Data (`probekit.tasks.canaries`)
 

@@ -1,6 +1,6 @@
 """The ``compfn`` recipe: a 6-layer GPT-2 trained from scratch on compositions of functions.
 
-Which checkpoint does ``probekit.ablation``'s compositional study (seeds/abstracts.md §8) run
+Which checkpoint does ``probekit.ablation``'s compositional study (docs/ablation.md) run
 on, and how was it made? This recipe: the step-by-step format of
 :mod:`probekit.tasks.compositional` (5 slots, identity + 3 bijections each, inputs of 6 symbols
 over 10), trained on 100 of the 1024 in-order compositions (all 16 with at most one
@@ -164,7 +164,7 @@ def _card(recipe: CompFnRecipe, seed: int, metrics: dict[str, Any], config_text:
     return f"""# {name}
 
 {twin}A {r.n_layer}-layer GPT-2 trained from scratch on compositions of functions in the
-{"step-by-step" if r.fmt == "step" else "direct"} format (seeds/abstracts.md §8). It is shipped
+{"step-by-step" if r.fmt == "step" else "direct"} format (docs/ablation.md). It is shipped
 for `pk.ablation` (which attention layers and heads does composing depend on?) and
 `pk.probes.linear` (what does each layer encode?); `analyses/compositional_ablation.py` is the
 study.

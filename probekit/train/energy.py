@@ -1,6 +1,6 @@
 """Recipe ``icl-energy``: a causal transformer that learns energy functions in context.
 
-The experiment of seeds/abstracts.md §3 (docs/attention_clustering.md), scaled to the CPU. Each
+The experiment of docs/attention_clustering.md, scaled to the CPU. Each
 training context is 35 points from a fresh random mixture of 3 Gaussians in R^2
 (:mod:`probekit.tasks.energy`); the model gives one energy per position, ``E(x_t | x_<t)``, and is
 trained with the source's contrastive loss ``mean(E_real) - mean(E_neg) + 1e-3 (E_real^2 +

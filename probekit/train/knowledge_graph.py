@@ -1,6 +1,6 @@
 """Recipe for ``checkpoints/kg-ring``: a 3-layer GPT-2 trained on the cyclic knowledge graph.
 
-What model does the representation-shattering study (seeds/abstracts.md §1) edit? This recipe
+What model does the representation-shattering study (docs/shattering.md) edit? This recipe
 answers in code: the graph and its held-out facts come from
 :func:`probekit.tasks.knowledge_graph.make_graph`, the training walks from
 :func:`~probekit.tasks.knowledge_graph.walks`, training is
