@@ -1,7 +1,7 @@
 """Multi-view data for self-supervised embeddings: Gaussian blobs seen through noisy "views".
 
-What geometry does the MMCR objective give a learned embedding (docs/embedding_geometry.md, Schaeffer
-et al. on Maximum Manifold Capacity Representations)? This module is the task behind the
+What geometry does the MMCR objective give a learned embedding (docs/embedding_geometry.md,
+Schaeffer et al. on Maximum Manifold Capacity Representations)? This module is the task behind the
 shipped ``checkpoints/mmcr-mlp``: the data, the small encoder and a loader for the checkpoint.
 The objective and the geometry formulas are in :mod:`probekit.stats.mmcr`; the analysis of
 embeddings is :mod:`probekit.geometry` (``docs/embedding_geometry.md``).

@@ -2,8 +2,8 @@
 
 Does the MMCR objective drive both alignment and uniformity of the embedding, and is its
 pretraining loss non-monotonic in the number of items N and the embedding dimension D, worst
-at N = D (docs/embedding_geometry.md, Schaeffer et al. 2024)? This recipe trains what those questions
-are asked of, on the CPU in about a minute:
+at N = D (docs/embedding_geometry.md, Schaeffer et al. 2024)? This recipe trains what those
+questions are asked of, on the CPU in about a minute:
 
 - task (:mod:`probekit.tasks.multiview`): items drawn from 16 Gaussian blobs in R^32, each seen
   through K noisy, coordinate-dropped views; a fresh batch every step;
