@@ -164,21 +164,6 @@ def test_demo_writes_an_index_linking_every_analysis(tmp_path):
     assert "[demo]   total" in proc.stdout
 
 
-def test_quickstart_example_runs():
-    """examples/quickstart.py is what a newcomer copies from: it must run as written."""
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
-    assert float(lines["state change before step 20"]) < 1e-5
-    assert float(lines["state change after step 20"]) > 1e-2
-    assert "report:" in proc.stdout
-
-
 def test_analysis_modules_import_without_transformer_lens():
     """The RNN-only paths (modularity, grid) and the others must not pay for transformer_lens."""
     code = (
