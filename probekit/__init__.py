@@ -36,6 +36,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "grid": ("probekit.grid", None),
     "edit": ("probekit.edit", None),
     "shattering": ("probekit.shattering", None),
+    "stepwise": ("probekit.stepwise", None),
 }
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "probes",
     "report",
     "shattering",
+    "stepwise",
     "tasks",
     "train",
 ]
