@@ -65,7 +65,7 @@ class GraphNavRecipe:
     lr: float = 3e-3
     weight_decay: float = 0.1
     warmup: int = 200
-    eval_every: int = 1000
+    eval_every: int = 250
 
     def graph(self):
         if self.kind == "random":
@@ -120,7 +120,10 @@ def measure(model, graph, split: gn.Split, fmt: str, max_pairs: int | None = Non
     }
     out: dict[str, Any] = {}
     for name, (conn, unconn) in groups.items():
-        conn, unconn = conn[:max_pairs], unconn[:max_pairs]
+        if max_pairs is not None:
+            # an evenly spaced subset, so every layer of starts is represented
+            conn = conn[:: max(1, len(conn) // max_pairs)][:max_pairs]
+            unconn = unconn[:: max(1, len(unconn) // max_pairs)][:max_pairs]
         pairs = np.concatenate([conn, unconn])
         connected = np.r_[np.ones(len(conn), bool), np.zeros(len(unconn), bool)]
         steps = 1 if fmt == "direct" else None
@@ -254,7 +257,8 @@ Greedy decoding. Path accuracy: every step an edge and the path ends at the goal
 |---|---|---|---|---|---|---|
 {table}
 
-During training (greedy, up to {metrics["eval_pairs"]} pairs of each group):
+During training (greedy, an evenly spaced subset of up to {metrics["eval_pairs"]} pairs of
+each group):
 
 | step | {" | ".join(metrics["eval_keys"])} |
 |---|{"---|" * len(metrics["eval_keys"])}
@@ -418,10 +422,11 @@ def build_graphnav_stepwise(
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Train ``graphnav-stepwise`` (the path, then the answer) with four training snapshots."""
+    """Train ``graphnav-stepwise`` (the path, then the answer), saving snapshots after 250,
+    500, 1000 and 2000 steps."""
     total = STEPWISE_RECIPE.steps if steps is None else steps
     every = min(STEPWISE_RECIPE.eval_every, total)
-    marks = tuple(s for s in range(every, total, every))[:4]
+    marks = tuple(every * k for k in (1, 2, 4, 8) if every * k < total)
     return build_graphnav(
         out_dir, steps, seed, progress, STEPWISE_RECIPE, "graphnav-stepwise", marks
     )
