@@ -47,6 +47,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from probekit.models.runner import runner
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
@@ -379,10 +381,8 @@ def _prefix_shared_scores(
     item = next(model.parameters()).element_size()
     chunk = max(1, min(n, _RESID_BUDGET // (seq * model.cfg.d_model * n_layers * item)))
     scores = torch.empty(len(variants) + 1, n)
-    bare: list[bool] = []  # per call of block 0: did it return a bare tensor?
-    probe = blocks[0].register_forward_hook(
-        lambda module, args, output: bare.append(isinstance(output, torch.Tensor))
-    )
+    # A block that returns a tuple (older transformers) cannot be stood in for by a tensor.
+    bare = runner(model).blocks_return_tensors()
     bar = tqdm(total=scores.numel(), desc="ablate", disable=not progress, leave=False)
     try:
         for lo in range(0, n, chunk):
@@ -390,7 +390,7 @@ def _prefix_shared_scores(
             groups = _prefix_groups(variants, len(idx), _MIN_ROWS)
             resid: dict[int, list[torch.Tensor]] = {s: [] for s, _ in groups if s > 0}
             for start, members in groups:
-                if start > 0 and not all(bare):  # block 0 ran in the first group
+                if start > 0 and not bare:
                     start = 0
                 rows_variant = torch.tensor(members).repeat_interleave(len(idx))
                 rows_input = idx.repeat(len(members))
@@ -411,7 +411,6 @@ def _prefix_shared_scores(
                     )
                     bar.update(len(part))
     finally:
-        probe.remove()
         bar.close()
     return scores
 
@@ -427,22 +426,6 @@ class _Replay(torch.nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         return hidden_states if self.value is None else self.value
-
-
-def _shared_blocks(model: Any) -> torch.nn.ModuleList | None:
-    """The block list a prefix-shared forward may swap entries of, or ``None`` (then the sweep
-    runs every variant from the embedding): the bridge's ``blocks`` must be the very
-    ``ModuleList`` its Hugging Face model loops over, return a bare tensor, and expose
-    ``blocks.{l}.hook_resid_pre``."""
-    blocks = getattr(model, "blocks", None)
-    hf = getattr(model, "original_model", None)
-    if not isinstance(blocks, torch.nn.ModuleList) or hf is None or len(blocks) == 0:
-        return None
-    if not any(m is blocks for m in hf.modules()):
-        return None
-    if any(f"blocks.{i}.hook_resid_pre" not in model.hook_dict for i in range(len(blocks))):
-        return None
-    return blocks
 
 
 def _prefix_groups(
@@ -667,7 +650,7 @@ def sweep(
     forward = {"method": method, "ref_acts": ref_acts, "src": src, "score_fn": score_fn}
     blocks = None
     if batched and share_prefix and prompt_len is None and not rnn:
-        blocks = _shared_blocks(model)
+        blocks = runner(model).shareable_blocks()
     if blocks is not None:
         scores = _prefix_shared_scores(
             model, blocks, inputs, variants, batch_size, progress, **forward

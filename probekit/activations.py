@@ -37,6 +37,7 @@ from probekit.fileio import (
     save_safetensors_atomic,
     write_json_atomic,
 )
+from probekit.validation import check_positive_int
 
 FORMAT = "probekit-activations"
 VERSION = 1
@@ -116,6 +117,8 @@ class ActivationStore:
 
     @property
     def extras(self) -> list[str]:
+        if "extras" in self._manifest:
+            return list(self._manifest["extras"])
         return [e for e in _EXTRAS if e in self._manifest["shapes"]]
 
     @property
@@ -165,7 +168,7 @@ class ActivationStore:
     def iter(self, name: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """Yield ``name`` in batches of ``batch_size`` items, one shard in memory at a time."""
         self._check_name(name)
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         pending: list[torch.Tensor] = []
         held = 0
         for index in range(len(self._manifest["shards"])):
@@ -183,13 +186,17 @@ class ActivationStore:
             yield torch.cat(pending) if len(pending) > 1 else pending[0]
 
 
+def open_store(store: ActivationStore | str | Path) -> ActivationStore:
+    """``store`` itself, or the store at a path: what analyses taking a store accept."""
+    if isinstance(store, ActivationStore):
+        return store
+    if isinstance(store, (str, Path)) or hasattr(store, "__fspath__"):
+        return ActivationStore.open(store)
+    raise TypeError(f"expected an ActivationStore or a path to one, got {type(store).__name__}")
+
+
 def _dtype_of(name: str) -> torch.dtype:
     return getattr(torch, name.removeprefix("torch."))
-
-
-def _check_positive_int(argument: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{argument} must be a positive integer, got {value!r}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -238,13 +245,13 @@ class _DataSource:
                 raise ValueError("data is empty (0 items)")
         self._model = model
 
-    def upfront_fingerprint(self) -> str | None:
+    def upfront_fingerprint(self, extras: Mapping[str, torch.Tensor]) -> str | None:
         """The data fingerprint when it can be computed before the run (tensor data)."""
         if self._tensor is None:
             return None
         h = _DataFingerprint(self._tensor, self._mask)
         h.update(self._tensor, self._mask)
-        return h.hexdigest()
+        return _with_extras(h.hexdigest(), extras)
 
     def batches(self) -> Iterator[_Batch]:
         if self._tensor is not None:
@@ -330,6 +337,18 @@ class _DataFingerprint:
     def hexdigest(self) -> str:
         parts = (self._header, self._inputs.hexdigest(), self._mask.hexdigest())
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _with_extras(data_fingerprint: str, extras: Mapping[str, torch.Tensor]) -> str:
+    """The data fingerprint, extended by the extras' names, dtypes, shapes and bytes."""
+    if not extras:
+        return data_fingerprint
+    h = hashlib.sha256(data_fingerprint.encode())
+    for name in sorted(extras):
+        t = extras[name]
+        h.update(f"\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(_bytes(t))
+    return h.hexdigest()
 
 
 def _bytes(t: torch.Tensor) -> bytes:
@@ -420,45 +439,6 @@ def _check_positions(positions: Positions) -> None:
 # ----------------------------------------------------------------------------- running
 
 
-class _AllCaptured(Exception):
-    """Raised by the last capture hook: nothing after it is needed, so the pass stops."""
-
-
-def _forward_cache(
-    model: nn.Module, inputs: torch.Tensor, names: list[str]
-) -> dict[str, torch.Tensor]:
-    """Activations at ``names`` for one batch.
-
-    On a bridge the forward pass stops as soon as every requested hook has fired, so caching
-    early layers (or any block) skips the rest of the model, the unembedding included. A
-    HookedRNN caches every step through its own ``run_with_cache`` (fused kernels when no
-    intervention is active).
-    """
-    with torch.inference_mode():
-        if type(model).__name__ != "TransformerBridge":
-            _, cache = model.run_with_cache(inputs, names_filter=names)
-            return {name: cache[name] for name in names}
-        captured: dict[str, torch.Tensor] = {}
-
-        def capture(name: str) -> Callable:
-            def hook(tensor: torch.Tensor, hook: Any) -> None:
-                captured.setdefault(name, tensor.detach())
-                if len(captured) == len(names):
-                    raise _AllCaptured
-
-            return hook
-
-        try:
-            with model.hooks(fwd_hooks=[(name, capture(name)) for name in names]):
-                model(inputs)
-        except _AllCaptured:
-            pass
-    missing = [name for name in names if name not in captured]
-    if missing:
-        raise ValueError(f"names: hooks {missing} never fired in a forward pass of this model")
-    return {name: captured[name] for name in names}
-
-
 def cache(
     model: nn.Module,
     data: Any,
@@ -471,6 +451,7 @@ def cache(
     resume: bool = True,
     progress: bool = True,
     shard_size: int | None = None,
+    extras: Mapping[str, Any] | None = None,
 ) -> ActivationStore:
     """Run ``model`` over ``data`` and keep the activations at ``names``.
 
@@ -492,6 +473,10 @@ def cache(
         progress: show a progress bar.
         shard_size: items per shard (a multiple of batch_size); default aims at 64 MiB.
             Memory holds at most two shards (one filling, one being written).
+        extras: per-item tensors kept beside the activations (``{"task_id": [N], "positions":
+            [N, T, 2]}``), e.g. the labels an analysis of the store needs; each must have
+            ``N`` items (tensor ``data`` only). ``store[name]`` returns them and
+            ``store.extras`` lists them.
 
     Returns:
         the :class:`ActivationStore`.
@@ -501,15 +486,14 @@ def cache(
             and ``resume`` is True.
     """
     from probekit.models.fingerprint import fingerprint
-    from probekit.models.loading import resolve_device
+    from probekit.models.runner import runner
+    from probekit.validation import resolve_device
 
     if not isinstance(model, nn.Module) or not hasattr(model, "hook_dict"):
         raise TypeError(
             f"model must be a hooked model from probekit.load, got {type(model).__name__}"
         )
-    _check_positive_int("batch_size", batch_size)
-    if shard_size is not None:
-        _check_positive_int("shard_size", shard_size)
+    check_positive_int("batch_size", batch_size)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ValueError(f"dtype must be a torch floating dtype or None, got {dtype!r}")
     _check_positions(positions)
@@ -519,39 +503,95 @@ def cache(
     if first is not None and first.device != device:
         model.to(device)
     model.eval()
-    source = _DataSource(model, data, batch_size)
-    if shard_size is not None and source.n_items is not None and shard_size % batch_size:
-        # whole batches per shard keep shard boundaries identical across resumed runs
-        raise ValueError(
-            f"shard_size ({shard_size}) must be a multiple of batch_size ({batch_size})"
-        )
+    run = runner(model)
+
+    def compute(inputs: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            acts = run.activations(inputs.to(device), names)
+            mask = None if mask is None else mask.to(device)
+            return {
+                name: _select_positions(a, positions, mask).to(dtype or a.dtype)
+                for name, a in acts.items()
+            }
+
     options = {
         "names": names,
         "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
         "positions": _positions_key(positions),
         "batch_size": batch_size,
     }
+    return build_store(
+        _DataSource(model, data, batch_size),
+        compute,
+        model_fingerprint=fingerprint(model),
+        options=options,
+        model_class=type(model).__name__,
+        out=out,
+        resume=resume,
+        progress=progress,
+        shard_size=shard_size,
+        extras=extras,
+        desc="caching",
+    )
+
+
+#: ``compute(inputs [b, ...] on CPU, mask [b, T] or None) -> {name: tensor [b, ...]}``
+Compute = Callable[[torch.Tensor, "torch.Tensor | None"], Mapping[str, torch.Tensor]]
+
+
+def build_store(
+    source: _DataSource | Any,
+    compute: Compute,
+    model_fingerprint: str,
+    options: dict[str, Any],
+    model_class: str = "",
+    out: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    shard_size: int | None = None,
+    extras: Mapping[str, Any] | None = None,
+    desc: str = "caching",
+    batch_size: int | None = None,
+) -> ActivationStore:
+    """The store writer every per-item computation shares (activations, audit scores).
+
+    ``source`` is a :class:`_DataSource` (or raw ``data``, batched by ``batch_size``);
+    ``compute`` turns one batch of inputs into per-item tensors; ``options`` (JSON-able) are
+    recorded in the manifest and must match on resume, as must both fingerprints. Shards are
+    written atomically; an interrupted run resumes at the first incomplete shard.
+    """
+    if not isinstance(source, _DataSource):
+        source = _DataSource(None, source, batch_size or options.get("batch_size", 32))
+    batch_size = source.batch_size
+    if shard_size is not None:
+        check_positive_int("shard_size", shard_size)
+    if shard_size is not None and source.n_items is not None and shard_size % batch_size:
+        # whole batches per shard keep shard boundaries identical across resumed runs
+        raise ValueError(
+            f"shard_size ({shard_size}) must be a multiple of batch_size ({batch_size})"
+        )
+    extra_tensors = _check_extras(extras, source.n_items)
     manifest: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "model_fingerprint": fingerprint(model),
-        "data_fingerprint": source.upfront_fingerprint(),
+        "model_fingerprint": model_fingerprint,
+        "data_fingerprint": source.upfront_fingerprint(extra_tensors),
         **options,
-        "model_class": type(model).__name__,
+        "model_class": model_class,
         "shard_size": shard_size,
         "shards": [],
         "complete": False,
     }
     out_path = Path(out) if out is not None else None
     if out_path is not None:
-        existing = _prepare_out(out_path, manifest, resume)
+        existing = _prepare_out(out_path, manifest, list(options), resume)
         if existing is not None:
             if existing.get("complete"):
                 return ActivationStore.open(out_path)
             manifest = existing
     writer = _ShardWriter(out_path, manifest)
     try:
-        _run(model, source, names, positions, dtype, device, manifest, writer, progress)
+        _run(source, compute, extra_tensors, manifest, writer, progress, desc)
     finally:
         writer.close()
     if out_path is None:
@@ -559,7 +599,32 @@ def cache(
     return ActivationStore.open(out_path)
 
 
-def _prepare_out(out: Path, manifest: dict[str, Any], resume: bool) -> dict[str, Any] | None:
+def _check_extras(extras: Mapping[str, Any] | None, n_items: int | None) -> dict[str, torch.Tensor]:
+    if not extras:
+        return {}
+    if not isinstance(extras, Mapping):
+        raise ValueError(f"extras must be a dict of name -> per-item tensor, got {type(extras)}")
+    if n_items is None:
+        raise ValueError("extras need tensor (or text) data with a known number of items")
+    checked = {}
+    for name, value in extras.items():
+        if not isinstance(name, str) or not name or name in ("tokens", "attention_mask"):
+            raise ValueError(f"extras: {name!r} is not a usable name")
+        tensor = torch.as_tensor(
+            np.asarray(value) if not isinstance(value, torch.Tensor) else value
+        )
+        if tensor.dim() == 0 or len(tensor) != n_items:
+            raise ValueError(
+                f"extras[{name!r}] must have one entry per item ({n_items}), got shape "
+                f"{tuple(tensor.shape)}"
+            )
+        checked[name] = tensor.detach().cpu()
+    return checked
+
+
+def _prepare_out(
+    out: Path, manifest: dict[str, Any], option_keys: list[str], resume: bool
+) -> dict[str, Any] | None:
     """Check an existing store in ``out``; returns its manifest when resuming it."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {out} exists and is not a directory")
@@ -589,7 +654,7 @@ def _prepare_out(out: Path, manifest: dict[str, Any], resume: bool) -> dict[str,
             f"it was written for data {str(existing.get('data_fingerprint'))[:12]}…, "
             f"this data is {manifest['data_fingerprint'][:12]}…"
         )
-    for key in ("names", "dtype", "positions", "batch_size"):
+    for key in option_keys:
         if existing.get(key) != manifest[key]:
             problems.append(f"{key} was {existing.get(key)!r}, now {manifest[key]!r}")
     if manifest["shard_size"] is not None and existing.get("shard_size") != manifest["shard_size"]:
@@ -666,15 +731,13 @@ class _ShardWriter:
 
 
 def _run(
-    model: nn.Module,
     source: _DataSource,
-    names: list[str],
-    positions: Positions,
-    dtype: torch.dtype | None,
-    device: torch.device,
+    compute: Compute,
+    extras: Mapping[str, torch.Tensor],
     manifest: dict[str, Any],
     writer: _ShardWriter,
     progress: bool,
+    desc: str,
 ) -> None:
     from tqdm.auto import tqdm
 
@@ -685,7 +748,7 @@ def _run(
     buffer: dict[str, torch.Tensor] | None = None
     shard_start = cursor = 0
     skipping = False
-    bar = tqdm(total=source.n_items, unit="item", desc="caching", disable=not progress, leave=False)
+    bar = tqdm(total=source.n_items, unit="item", desc=desc, disable=not progress, leave=False)
     started = time.perf_counter()
     for batch in source.batches():
         n = len(batch.inputs)
@@ -706,12 +769,9 @@ def _run(
         if skipping:
             bar.update(n)
         else:
-            acts = _forward_cache(model, batch.inputs.to(device), names)
-            mask = None if batch.mask is None else batch.mask.to(device)
-            kept = {
-                name: _select_positions(a, positions, mask).to(dtype or a.dtype)
-                for name, a in acts.items()
-            }
+            kept = dict(compute(batch.inputs, batch.mask))
+            for name, values in extras.items():
+                kept[name] = values[cursor : cursor + n]
             if batch.mask is not None:
                 kept["attention_mask"] = batch.mask
             if not batch.inputs.is_floating_point():
@@ -723,6 +783,9 @@ def _run(
                 manifest["shard_size"] = shard_size
             if "shapes" not in manifest:
                 manifest["shapes"] = {k: list(v.shape[1:]) for k, v in kept.items()}
+                manifest["extras"] = [
+                    k for k in kept if k in extras or k in ("tokens", "attention_mask")
+                ]
                 manifest["dtypes"] = {
                     k: str(v.dtype).removeprefix("torch.") for k, v in kept.items()
                 }
@@ -749,7 +812,7 @@ def _run(
     bar.close()
     if data_hash is None:
         raise ValueError("data is empty (no batches)")
-    fingerprint = data_hash.hexdigest()
+    fingerprint = _with_extras(data_hash.hexdigest(), extras)
     if manifest["data_fingerprint"] not in (None, fingerprint):
         raise StaleStoreError(
             "data: the inputs differ from those the store was started with "

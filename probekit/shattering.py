@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,18 @@ def _contexts_tensor(contexts: Any, n_entities: int) -> torch.Tensor:
     return contexts
 
 
+def entity_prompts(
+    entities: Sequence[int] | torch.Tensor, contexts: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The prompts :func:`entity_representations` reads: prefix + entity, ``[n * c, L + 1]``
+    (entity-major: the ``c`` contexts of entity 0 first). Cache them with
+    ``pk.cache(model, entity_prompts(...), hook, positions=-1)`` to analyse from a store."""
+    entities = torch.as_tensor(entities, dtype=torch.long).reshape(-1)
+    ctx = _contexts_tensor(contexts, len(entities))
+    n, c, _ = ctx.shape
+    return torch.cat([ctx, entities[:, None, None].expand(n, c, 1)], dim=2).reshape(n * c, -1)
+
+
 @torch.no_grad()
 def entity_representations(
     model: Any,
@@ -113,17 +126,34 @@ def entity_representations(
 ) -> torch.Tensor:
     """Mean activation at ``hook`` at each entity's token: ``[entities, d]`` (float32, CPU).
 
-    ``entities``: token ids ``[n]``; ``contexts``: prefixes placed before the entity,
-    ``[n_contexts, prefix_len]`` (shared) or ``[n, n_contexts, prefix_len]`` (per entity), or
-    None for the entity alone. Prompt = prefix + entity; the representation is read at the
-    entity's position and averaged over the contexts.
+    ``model``: a hooked model, or an :class:`~probekit.ActivationStore` (or its path) holding
+    ``hook`` for :func:`entity_prompts` of the same entities and contexts (all positions, or
+    ``positions=-1``). ``entities``: token ids ``[n]``; ``contexts``: prefixes placed before
+    the entity, ``[n_contexts, prefix_len]`` (shared) or ``[n, n_contexts, prefix_len]`` (per
+    entity), or None for the entity alone. Prompt = prefix + entity; the representation is read
+    at the entity's position and averaged over the contexts.
     """
+    from probekit.activations import ActivationStore, open_store
+
     entities = torch.as_tensor(entities, dtype=torch.long).reshape(-1)
+    prompts = entity_prompts(entities, contexts)
+    n, c = len(entities), len(prompts) // len(entities)
+    if isinstance(model, (ActivationStore, str, os.PathLike)):
+        store = open_store(model)
+        if hook not in store:
+            raise ValueError(f"hook {hook!r} is not in the store (it holds {store.names})")
+        if "tokens" in store and not torch.equal(store["tokens"].long(), prompts):
+            raise ValueError(
+                "the store holds other prompts than entity_prompts(entities, contexts); cache "
+                "those prompts to read entity representations from it"
+            )
+        acts = store[hook].float()
+        if acts.dim() == 3:  # all positions cached: the entity is the last token
+            acts = acts[:, -1]
+        return acts.reshape(n, c, -1).mean(1)
     if hook not in model.hook_dict:
         raise ValueError(f"hook {hook!r} is not a hook of this model (see model.hook_dict)")
-    ctx = _contexts_tensor(contexts, len(entities))
-    n, c, length = ctx.shape
-    prompts = torch.cat([ctx, entities[:, None, None].expand(n, c, 1)], dim=2).reshape(n * c, -1)
+    length = prompts.shape[1] - 1
     device = next(model.parameters()).device
     # Nothing after the hook's block matters: stop the forward pass there.
     parts = hook.split(".")
@@ -149,14 +179,14 @@ def correct(
     """``BoolTensor [n]``: greedy prediction at the last position of ``prompts [n, L]`` is right.
 
     With ``candidates [k]`` (token ids, e.g. the entities) the argmax runs over those tokens only.
-    A bridge is run through its HF model (no hooks needed, and faster).
+    Runs without hooks through :func:`probekit.models.runner.runner` (faster).
     """
-    net = getattr(model, "original_model", model)
-    device = next(net.parameters()).device
+    from probekit.models.runner import runner
+
+    run = runner(model)
     hits = []
     for start in range(0, len(prompts), batch_size):
-        out = net(prompts[start : start + batch_size].to(device))
-        logits = (out.logits if hasattr(out, "logits") else out)[:, -1].float().cpu()
+        logits = run.logits(prompts[start : start + batch_size])[:, -1].float().cpu()
         if candidates is not None:
             predicted = candidates[logits[:, candidates].argmax(-1)]
         else:
@@ -430,9 +460,9 @@ def kg_edits(
     facts = facts[kg.relation_parts(facts[:, 1])[0] == order]
     items = kg.fact_prompts(graph, facts)
     entities = torch.arange(graph.n_entities)
-    net = getattr(model, "original_model", model)
-    with torch.no_grad():
-        logits = net(items.prompts.to(next(net.parameters()).device)).logits[:, -1, entities]
+    from probekit.models.runner import runner
+
+    logits = runner(model).logits(items.prompts)[:, -1, entities]
     predicted = logits.argmax(-1).cpu()
     gen = torch.Generator().manual_seed(seed)
     e_count = graph.n_entities
@@ -572,9 +602,6 @@ def sweep(
     import pandas as pd
 
     from probekit import edit as pk_edit
-    from probekit.edit.memit import memit_deltas
-    from probekit.edit.request import copy_model, mlp_out_proj, weight_view
-    from probekit.edit.rome import apply_deltas, rome_deltas
     from probekit.tasks import knowledge_graph as kg
 
     known = {"rome", "memit", "finetune"}
@@ -625,12 +652,12 @@ def sweep(
 
     base_reps = reps(model)
     base_hits = hits(model)
-    work = copy_model(model)
+    work = pk_edit.copy_model(model)
     edits = {
         d: kg_edits(graph, model, d, edits_per_distance, edit_order, seed=seed + d)
         for d in distances
     }
-    saved = {li: weight_view(mlp_out_proj(work, li)).clone() for li in all_layers}
+    saved = pk_edit.mlp_weights(work, all_layers)
     rows = []
     total = sum(len(v) for v in edits.values()) * len(methods)
     start = time.perf_counter()
@@ -643,21 +670,20 @@ def sweep(
                 skip = (e.head, e.relation_token)
                 base_acc = accs(base_hits, skip)
                 if method == "rome":
-                    deltas = rome_deltas(work, request, layer, cov[layer], position, **kwargs)
-                    apply_deltas(work, deltas)
+                    deltas = pk_edit.rome_deltas(
+                        work, request, layer, cov[layer], position, **kwargs
+                    )
+                    pk_edit.apply_deltas(work, deltas)
                 elif method == "memit":
                     mom2 = kwargs.pop("mom2_weight", 10.0)
-                    deltas = memit_deltas(
+                    deltas = pk_edit.memit_deltas(
                         work, [request], memit_layers, cov, mom2, position, **kwargs
                     )
                     kwargs["mom2_weight"] = mom2
-                    apply_deltas(work, deltas)
+                    pk_edit.apply_deltas(work, deltas)
                 else:
                     tuned = pk_edit.finetune(work, request, layers=[layer], **kwargs)
-                    with torch.no_grad():
-                        weight_view(mlp_out_proj(work, layer)).copy_(
-                            weight_view(mlp_out_proj(tuned, layer))
-                        )
+                    pk_edit.set_mlp_weights(work, pk_edit.mlp_weights(tuned, [layer]))
                     del tuned
                 ok = pk_edit.success(work, [request])
                 new_reps = reps(work)
@@ -683,9 +709,7 @@ def sweep(
                 row["acc_after"] = float(np.mean(list(new_acc.values())))
                 row["drop"] = row["acc_before"] - row["acc_after"]
                 rows.append(row)
-                with torch.no_grad():
-                    for li, w in saved.items():
-                        weight_view(mlp_out_proj(work, li)).copy_(w)
+                pk_edit.set_mlp_weights(work, saved)
                 done += 1
                 if progress:
                     elapsed = time.perf_counter() - start

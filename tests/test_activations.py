@@ -189,13 +189,14 @@ _KILL_SCRIPT = textwrap.dedent(
     mode, after = sys.argv[4], int(sys.argv[5])
     calls = {"n": 0}
     if mode == "forward":
-        original = acts._forward_cache
+        from probekit.models.runner import Runner
+        original = Runner.activations
         def forward(*args, **kwargs):
             calls["n"] += 1
             if calls["n"] > after:
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(*args, **kwargs)
-        acts._forward_cache = forward
+        Runner.activations = forward
     else:  # die half-way through writing a shard file
         from safetensors.torch import save_file
         def dying_save(tensors, path, metadata=None):
@@ -243,12 +244,12 @@ def test_killed_cache_resumes_to_the_same_store(
         pk.ActivationStore.open(out)
     written = {s["start"] for s in manifest["shards"]}
 
-    import probekit.activations as acts
+    from probekit.models.runner import Runner
 
     computed = []
-    original = acts._forward_cache
+    original = Runner.activations
     monkeypatch.setattr(
-        acts, "_forward_cache", lambda m, x, *a: computed.append(len(x)) or original(m, x, *a)
+        Runner, "activations", lambda r, x, *a: computed.append(len(x)) or original(r, x, *a)
     )
     resumed = pk.cache(
         model,
@@ -260,7 +261,7 @@ def test_killed_cache_resumes_to_the_same_store(
         dtype=torch.float32,
         progress=False,
     )
-    monkeypatch.setattr(acts, "_forward_cache", original)
+    monkeypatch.setattr(Runner, "activations", original)
     # only the shards that were not complete were computed again
     assert sum(computed) == 70 - 16 * len(written)
     assert not list((out / "shards").glob(".*.tmp"))
@@ -305,3 +306,42 @@ def test_memory_store_and_text_without_tokenizer(tokens):
     with pytest.raises(ValueError, match="no tokenizer"):
         pk.cache(bare, ["w1 w2"], NAMES[0], progress=False)
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_cache_keeps_extras_per_item_and_fingerprints_them(tmp_path):
+    import probekit as pk
+
+    rnn = pk.load(torch.nn.GRU(3, 5, batch_first=True), device="cpu")
+    x = torch.randn(10, 4, 3, generator=torch.Generator().manual_seed(0))
+    task = torch.arange(10) % 3
+    where = torch.randn(10, 4, 2)
+    store = pk.cache(
+        rnn,
+        x,
+        "hook_hidden",
+        out=tmp_path / "s",
+        batch_size=4,
+        shard_size=4,
+        dtype=torch.float32,
+        progress=False,
+        extras={"task_id": task, "positions": where},
+    )
+    reopened = pk.ActivationStore.open(tmp_path / "s")
+    assert set(reopened.extras) == {"task_id", "positions"}
+    assert torch.equal(reopened["task_id"], task)
+    assert torch.equal(reopened["positions"], where)
+    torch.testing.assert_close(store["hook_hidden"], rnn.run_with_cache(x)[1]["hook_hidden"])
+    with pytest.raises(pk.activations.StaleStoreError):
+        pk.cache(
+            rnn,
+            x,
+            "hook_hidden",
+            out=tmp_path / "s",
+            batch_size=4,
+            shard_size=4,
+            dtype=torch.float32,
+            progress=False,
+            extras={"task_id": task + 1, "positions": where},
+        )
+    with pytest.raises(ValueError, match="one entry per item"):
+        pk.cache(rnn, x, "hook_hidden", progress=False, extras={"task_id": task[:3]})

@@ -93,7 +93,7 @@ def test_roc_points_and_auroc_match_sklearn():
     sk_fpr, sk_tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     np.testing.assert_allclose(fpr, sk_fpr)
     np.testing.assert_allclose(tpr, sk_tpr)
-    auc = mem._auroc_rows(scores[None], labels[None])[0]
+    auc = mem.auroc_rows(scores[None], labels[None])[0]
     assert auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
 
 

@@ -42,6 +42,8 @@ def _texts(n: int, seed: int) -> list[str]:
 
 
 def test_audit_command_writes_report_tables_and_summary(model_dir, tmp_path, capsys):
+    import probekit as pk
+
     data = tmp_path / "members.txt"
     data.write_text("\n".join(_texts(5, 0)) + "\n")
     nonmembers = tmp_path / "nonmembers.jsonl"
@@ -63,7 +65,8 @@ def test_audit_command_writes_report_tables_and_summary(model_dir, tmp_path, cap
     direct = mem.audit(str(model_dir), _texts(5, 0), prefix_len=K, suffix_len=M).frame
     np.testing.assert_allclose(table["ce"][:5], direct["ce"], rtol=1e-5)
     assert table["text"][0] == direct["text"][0]
-    assert not (out / ".audit-partial").exists()
+    store = pk.ActivationStore.open(out / "store")
+    assert len(store) == 9 and store["nonmember"].tolist() == [False] * 5 + [True] * 4
 
 
 def test_audit_redact_hides_texts_everywhere(model_dir, tmp_path):
@@ -80,19 +83,18 @@ def test_audit_redact_hides_texts_everywhere(model_dir, tmp_path):
     assert table["chars"][0] == len(secret)
 
 
-def test_audit_resumes_from_completed_chunks(model_dir, tmp_path, monkeypatch):
-    import probekit.commands.audit as command
+def test_audit_resumes_from_completed_shards(model_dir, tmp_path, monkeypatch):
+    import probekit as pk
 
-    monkeypatch.setattr(command, "CHUNK", 3)
     ids = torch.randint(0, 64, (7, K + M), generator=torch.Generator().manual_seed(2))
     data = tmp_path / "d.npy"
     np.save(data, ids.numpy())
     out = tmp_path / "out"
     argv = ["audit", str(model_dir), "--data", str(data), "--prefix", str(K), "--suffix", str(M)]
-    argv += ["--out", str(out), "--quiet"]
+    argv += ["--out", str(out), "--quiet", "--batch-size", "3"]
 
     calls = {"n": 0}
-    real = mem.audit
+    real = mem._score_batch
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -100,23 +102,28 @@ def test_audit_resumes_from_completed_chunks(model_dir, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mem, "audit", interrupted)
-    assert main(argv) != 0  # interrupted in the second chunk
-    assert sorted(p.name for p in (out / ".audit-partial").glob("*.parquet")) == [
-        "data-00000.parquet"
-    ]
+    monkeypatch.setattr(mem, "_score_batch", interrupted)
+    monkeypatch.setattr(mem, "_audit_shard_size", lambda batch_size: batch_size)
+    assert main(argv) != 0  # interrupted in the second batch
+    manifest = json.loads((out / "store" / "manifest.json").read_text())
+    assert not manifest["complete"] and [s["start"] for s in manifest["shards"]] == [0]
     calls["n"] = 0
 
     def counted(*args, **kwargs):
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(mem, "audit", counted)
+    monkeypatch.setattr(mem, "_score_batch", counted)
     assert main(argv) == 0
-    assert calls["n"] == 2  # chunks 2 and 3 only
+    assert calls["n"] == 2  # batches 2 and 3 only
     resumed = pd.read_csv(out / "table.csv")
-    fresh = real(str(model_dir), ids, prefix_len=K, suffix_len=M).frame
+    fresh = mem.audit(str(model_dir), ids, prefix_len=K, suffix_len=M).frame
     assert resumed["lev"].tolist() == fresh["lev"].tolist()
+    np.testing.assert_allclose(resumed["ce"], fresh["ce"], rtol=1e-6)
+    store = pk.ActivationStore.open(out / "store")
+    assert len(store) == 7
+    assert torch.equal(store["tokens"], ids)
+    assert store["logp"].shape == (7, K + M - 1) and store["generated"].shape == (7, M)
 
 
 @pytest.mark.parametrize(
@@ -127,8 +134,8 @@ def test_audit_resumes_from_completed_chunks(model_dir, tmp_path, monkeypatch):
         ("bad.jsonl", '{"text": "w1"}\nnot json\n', "line 2 is not JSON"),
         ("nofield.jsonl", '{"words": "w1"}\n', "line 1 has neither 'text' nor 'tokens'"),
         ("vocab.jsonl", json.dumps({"tokens": list(range(60, 80))}) + "\n", "outside the vocab"),
-        ("binary.txt", b"\xff\xfe\x00garbage", "cannot be read"),
-        ("data.csv", "a,b\n", "unknown format '.csv'"),
+        ("binary.txt", b"\xff\xfe\x00garbage", "line 1 is not UTF-8 text"),
+        ("data.csv", "a,b\n", "unknown file type '.csv'"),
         ("float.npy", np.zeros((2, 20)), "integer token ids"),
     ],
 )

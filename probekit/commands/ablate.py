@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from probekit.errors import UsageError
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -53,7 +55,6 @@ def _task_inputs(path: Any, split_name: str, n: int, seed: int) -> tuple[Any, in
 
     import torch
 
-    from probekit.cli import UsageError
     from probekit.tasks.compositional import CompositionTask
 
     split_file = path / "split.json"
@@ -71,7 +72,7 @@ def _task_inputs(path: Any, split_name: str, n: int, seed: int) -> tuple[Any, in
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probekit.cli import UsageError, read_data_file
+    from probekit.inputs import read_data
 
     path = Path(args.path)
     if not path.exists():
@@ -86,7 +87,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--component mlp needs --level layer (an MLP layer has no heads)")
     prompt_len = args.prompt_len
     if args.data is not None:
-        tokens = read_data_file(args.data)
+        tokens = read_data(args.data, "--data")
         if isinstance(tokens, list):
             raise UsageError("--data must hold token ids [N, T], not text")
         tokens = tokens[: args.n]

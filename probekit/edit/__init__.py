@@ -11,20 +11,39 @@ fingerprint. Example (kg-ring)::
     edited = pk.edit.rome(model, request, layer=1, covariance=cov)
     pk.edit.success(edited, [request])            # DataFrame: predicted, target_prob, success
     edited = pk.edit.memit(model, [request, ...], layers=[0, 1], covariance=cov)
+
+
+Sweeps that edit one working copy many times use the pieces: ``rome_deltas`` /
+``memit_deltas`` compute ``{layer: Delta W}`` without changing the model, ``apply_deltas`` adds
+them in place, and ``mlp_weights`` / ``set_mlp_weights`` save and restore the projections.
 """
 
 from probekit.edit.finetune import finetune
-from probekit.edit.memit import memit
-from probekit.edit.request import EditRequest, key_covariance, prepare, success
-from probekit.edit.rome import rank_one_update, rome
+from probekit.edit.memit import memit, memit_deltas
+from probekit.edit.request import (
+    EditRequest,
+    copy_model,
+    key_covariance,
+    mlp_weights,
+    prepare,
+    set_mlp_weights,
+    success,
+)
+from probekit.edit.rome import apply_deltas, rank_one_update, rome, rome_deltas
 
 __all__ = [
     "EditRequest",
+    "apply_deltas",
+    "copy_model",
     "finetune",
     "key_covariance",
     "memit",
+    "memit_deltas",
+    "mlp_weights",
     "prepare",
     "rank_one_update",
     "rome",
+    "rome_deltas",
+    "set_mlp_weights",
     "success",
 ]

@@ -293,6 +293,20 @@ def optimise_output_shift(
     return delta.detach()
 
 
+@torch.no_grad()
+def mlp_weights(model: Any, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Copies of the MLP output projections' weights ``{layer: [d_out, d_mlp]}`` (what every
+    editor here changes), to put back later with :func:`set_mlp_weights`."""
+    return {layer: weight_view(mlp_out_proj(model, layer)).clone() for layer in layers}
+
+
+@torch.no_grad()
+def set_mlp_weights(model: Any, weights: dict[int, torch.Tensor]) -> None:
+    """Write ``{layer: [d_out, d_mlp]}`` into the MLP output projections, in place."""
+    for layer, weight in weights.items():
+        weight_view(mlp_out_proj(model, layer)).copy_(weight)
+
+
 def copy_model(model: nn.Module) -> nn.Module:
     """An independent copy (weights, hooks, tokenizer): editing it leaves ``model`` unchanged."""
     return copy.deepcopy(model)

@@ -32,22 +32,11 @@ from probekit.fileio import (
     read_json,
     read_state_dict,
 )
+from probekit.validation import resolve_device
 
 # Fields of a HookedTransformerConfig that mark a legacy TransformerLens config.json.
 _TL_REQUIRED = ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "act_fn")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU."""
-    if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
-        ) from err
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -218,9 +207,10 @@ def _weight_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth"))
 
 
-def _load_hf_dir(
+def _read_hf_dir(
     path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool
 ) -> nn.Module:
+    """The Hugging Face model of a directory, its weights checked against the config."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -258,7 +248,38 @@ def _load_hf_dir(
             f"{tuple(shapes[missing[0]].shape)})"
             + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
         )
+    return model.to(device=device).eval()
+
+
+def _load_hf_dir(
+    path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool
+) -> nn.Module:
+    model = _read_hf_dir(path, device, dtype, trust_pickle)
     return _bridge_from_hf_model(model, device, dtype, _maybe_tokenizer(path))
+
+
+def load_hf_plain(
+    path: str | os.PathLike,
+    device: str | torch.device = "auto",
+    dtype: torch.dtype | str | None = None,
+    trust_pickle: bool = False,
+) -> tuple[nn.Module, Any]:
+    """``(model, tokenizer)`` of a Hugging Face directory without a bridge: for scoring and
+    decoding, which need no hooks (booting a bridge costs seconds per checkpoint). Used by
+    :func:`probekit.models.runner.runner`; the same checks as :func:`load`."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    path = Path(path)
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = _read_hf_dir(path, resolve_device(device), _resolve_dtype(dtype), trust_pickle)
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+    return model, _maybe_tokenizer(path)
 
 
 def _check_weights_file(file: Path, trust_pickle: bool) -> None:

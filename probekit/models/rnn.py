@@ -58,7 +58,7 @@ import copy
 import json
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -79,6 +79,12 @@ from probekit.fileio import (
     read_safetensors,
     save_safetensors_atomic,
     write_json_atomic,
+)
+from probekit.validation import (
+    check_choice,
+    check_positive_float,
+    check_positive_int,
+    resolve_device,
 )
 
 __all__ = ["HookedRNN", "RNNConfig", "RNNHookPoint", "is_rnn_dir"]
@@ -124,28 +130,6 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 
 # ----------------------------------------------------------------------------- config
-
-
-def _check_positive_int(name: str, value: Any, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        allowed = "a positive integer or null" if optional else "a positive integer"
-        raise ValueError(f"RNNConfig.{name} must be {allowed}, got {value!r}")
-
-
-def _check_positive_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"RNNConfig.{name} must be a positive number, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"RNNConfig.{name} must be finite, got {value!r}")
-    return float(value)
-
-
-def _check_choice(name: str, value: Any, allowed: Sequence[str], context: str = "") -> None:
-    if value not in allowed:
-        options = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"RNNConfig.{name} must be one of {options}{context}, got {value!r}")
 
 
 @dataclass
@@ -194,13 +178,13 @@ class RNNConfig:
     extra_tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check_choice("kind", self.kind, KINDS)
-        _check_positive_int("input_size", self.input_size)
-        _check_positive_int("hidden_size", self.hidden_size)
-        _check_positive_int("output_size", self.output_size, optional=True)
-        _check_positive_int("vocab_size", self.vocab_size, optional=True)
-        _check_choice(
-            "nonlinearity",
+        check_choice("RNNConfig.kind", self.kind, KINDS)
+        check_positive_int("RNNConfig.input_size", self.input_size)
+        check_positive_int("RNNConfig.hidden_size", self.hidden_size)
+        check_positive_int("RNNConfig.output_size", self.output_size, optional=True)
+        check_positive_int("RNNConfig.vocab_size", self.vocab_size, optional=True)
+        check_choice(
+            "RNNConfig.nonlinearity",
             self.nonlinearity,
             NONLINEARITIES[self.kind],
             f" for kind {self.kind!r}",
@@ -211,14 +195,14 @@ class RNNConfig:
                     f"RNNConfig.{flag} must be true or false, got {getattr(self, flag)!r}"
                 )
         if self.kind == "ctrnn":
-            self.dt = _check_positive_float("dt", self.dt)
-            self.tau = _check_positive_float("tau", self.tau)
+            self.dt = check_positive_float("RNNConfig.dt", self.dt)
+            self.tau = check_positive_float("RNNConfig.tau", self.tau)
             if self.dt > self.tau:
                 raise ValueError(
                     f"RNNConfig.dt / RNNConfig.tau must lie in (0, 1], got dt={self.dt}, "
                     f"tau={self.tau}"
                 )
-            _check_choice("convention", self.convention, CONVENTIONS, " for kind 'ctrnn'")
+            check_choice("RNNConfig.convention", self.convention, CONVENTIONS, " for kind 'ctrnn'")
         else:
             for name in ("dt", "tau", "convention"):
                 if getattr(self, name) is not None:
@@ -431,14 +415,6 @@ class _StepCacheHook:
 
 
 # ----------------------------------------------------------------------------- model
-
-
-def _resolve_device(device: str | torch.device | None) -> torch.device | None:
-    if device is None:
-        return None
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class HookedRNN(HookedRootModule):
@@ -687,7 +663,7 @@ class HookedRNN(HookedRootModule):
         if cfg.ei_sign and not bool(((tensors["ei_sign"] == 1) | (tensors["ei_sign"] == -1)).all()):
             raise CheckpointError(f"{weights_path}: tensor 'ei_sign' must hold only +1 and -1")
         model = cls._from_tensors(cfg, tensors)
-        return model.to(device=_resolve_device(device), dtype=dtype)
+        return model.to(device=None if device is None else resolve_device(device), dtype=dtype)
 
     def save(self, path: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` into directory ``path``, atomically.

@@ -1,0 +1,44 @@
+"""``probekit train``: rebuild a shipped checkpoint from its recipe (the only importer of
+:mod:`probekit.train` besides the tests)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from probekit.errors import UsageError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="rebuild a shipped checkpoint from its recipe")
+    p.add_argument("name", nargs="?", help="recipe name (omit to list them)")
+    p.add_argument("--out", default=None, help="output directory (default checkpoints/NAME)")
+    p.add_argument("--steps", type=int, default=None, help="override the training steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from probekit.train.recipes import RECIPES
+
+    if args.name is None:
+        for name in sorted(RECIPES):
+            print(name)
+        return 0
+    if args.name not in RECIPES:
+        raise UsageError(
+            f"NAME {args.name!r} is not a recipe; recipes: {', '.join(sorted(RECIPES))}"
+        )
+    try:
+        recipe = RECIPES[args.name]
+    except ImportError as err:
+        raise UsageError(f"recipe {args.name!r} is not available in this install: {err}") from None
+    out = Path(args.out) if args.out else REPO_ROOT / "checkpoints" / args.name
+    metrics = recipe(out, steps=args.steps, seed=args.seed)
+    print(f"wrote {out}")
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
