@@ -90,13 +90,14 @@ class StepwiseResult:
 
 
 def _as_model(model: Any) -> Any:
-    """A model to run: a checkpoint path is loaded with ``pk.load``; anything else is used as
-    is (a ``pk.load`` result, or any module with ``model(tokens) -> logits``)."""
+    """A model to run: a checkpoint path becomes its runner (``probekit.models.runner``);
+    anything else is used as is (a ``pk.load`` result, a Hugging Face causal LM, a runner, or
+    any module with ``model(tokens) -> logits``)."""
     if isinstance(model, (str, os.PathLike)):
-        from probekit.models.loading import load
+        from probekit.models.runner import runner
 
-        return load(model)
-    if not callable(model):
+        return runner(model)
+    if not callable(model) and not hasattr(model, "generate"):
         raise ValueError(f"model must be a causal LM or a checkpoint path, got {type(model)}")
     return model
 
@@ -529,20 +530,23 @@ def failure_split(
 
 def _attention_patterns(model: Any, tokens: torch.Tensor) -> torch.Tensor | None:
     """``[layers, batch, heads, query, key]`` attention probabilities of ``model`` on
-    ``tokens [batch, T]``, via TransformerLens's ``run_with_cache`` (``blocks.L.attn.
-    hook_pattern``) or, for a Hugging Face model, its ``output_attentions``; None for a model
-    with neither."""
-    if hasattr(model, "run_with_cache"):
-        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
-        names = sorted(
-            (n for n in cache.keys() if n.endswith("attn.hook_pattern")),
-            key=lambda n: int(n.split(".")[1]),
-        )
-        return torch.stack([cache[n].float().cpu() for n in names])
-    if gn._kv_cache_kwarg(model) is None:
+    ``tokens [batch, T]``: the hook points ``blocks.L.attn.hook_pattern`` read through the
+    runner; None for a model the runner does not take or without those hooks."""
+    run = gn._runner_or_none(model)
+    if run is None or run.family != "transformer":
         return None
-    out = model(tokens, output_attentions=True)
-    return torch.stack([a.float().cpu() for a in out.attentions])
+    names = sorted(
+        (
+            n
+            for n in run.hook_names()
+            if n.startswith("blocks.") and n.endswith("attn.hook_pattern")
+        ),
+        key=lambda n: int(n.split(".")[1]),
+    )
+    if not names:
+        return None
+    acts = run.activations(tokens, names)
+    return torch.stack([acts[n].float().cpu() for n in names])
 
 
 @torch.no_grad()
@@ -587,7 +591,7 @@ def mechanism(model: Any, graph: nx.DiGraph, pairs: Any, batch_size: int = 1024)
     goal_w, cur_w, uni = None, None, None
     count = 0
     for chunk, mask in zip(tokens.split(batch_size), valid_q.split(batch_size)):
-        pattern = _attention_patterns(model, chunk.to(_device_of(model)))  # [L, B, H, T, T]
+        pattern = _attention_patterns(model, chunk)  # [L, B, H, T, T]
         if pattern is None:
             break
         t_idx = torch.arange(chunk.shape[1])
@@ -647,13 +651,6 @@ def mechanism(model: Any, graph: nx.DiGraph, pairs: Any, batch_size: int = 1024)
             f"{summary['rule_chance'] or 0:.3f})."
         ),
     )
-
-
-def _device_of(model: Any) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------- exemplars

@@ -232,10 +232,9 @@ def test_mechanism_attention_matches_hand_computation():
     model = _tiny_gpt2(n + len(gn.SPECIAL_TOKENS), seed=3)
     counts = gn.path_counts(g)
     pairs = [tuple(map(int, p)) for p in gn.all_pairs(g) if counts[p[0], p[1]] > 0][:6]
-    mech = pk.stepwise.mechanism(model, g, pairs)
+    # by hand, before the runner wraps the model: Hugging Face's own attention probabilities
     res = pk.stepwise.evaluate(model, g, pairs)
-    goal_sum = np.zeros((2, 2))
-    count = 0
+    goal_sum, self_sum, count = np.zeros((2, 2)), np.zeros((2, 2)), 0
     for goal, path in zip(res.frame["goal"], res.frame["path"]):
         seq = torch.tensor([[goal, *path]])
         with torch.no_grad():
@@ -244,9 +243,15 @@ def test_mechanism_attention_matches_hand_computation():
             count += 1
             for layer in range(2):
                 goal_sum[layer] += att[layer][0, :, t, 0].numpy()
-    if count:
-        expected = (goal_sum / count).reshape(-1)
-        assert mech.frame["goal_attention"].to_numpy() == pytest.approx(expected, abs=1e-5)
+                self_sum[layer] += att[layer][0, :, t, t].numpy()
+    assert count > 0
+    mech = pk.stepwise.mechanism(model, g, pairs)
+    assert mech.frame["goal_attention"].to_numpy() == pytest.approx(
+        (goal_sum / count).reshape(-1), abs=1e-5
+    )
+    assert mech.frame["current_attention"].to_numpy() == pytest.approx(
+        (self_sum / count).reshape(-1), abs=1e-5
+    )
 
 
 def test_bad_arguments_name_the_argument():
@@ -270,5 +275,6 @@ def test_shipped_checkpoints_interface(name):
     metrics = json.loads((ckpt / "metrics.json").read_text())
     assert 0.0 <= metrics["heldout_accuracy"] <= 1.0
     if name == "graphnav-stepwise":
+        # a checkpoint path runs through the runner's plain Hugging Face model
         res = pk.stepwise.evaluate(str(ckpt), graph, pairs)
         assert res.summary["accuracy"] == pytest.approx(metrics["heldout_accuracy"], abs=1e-6)

@@ -37,7 +37,7 @@ Files: :func:`save_graph` writes ``graph.json`` (nodes, levels, edges, the split
 checkpoint directory; :func:`load_graph` and :func:`heldout_pairs` read it back.
 
 Rollouts: :func:`sample_continuations` extends prompts with a model (any causal LM probekit
-accepts: batched, temperature 0 = greedy) and :func:`parse_rollouts` turns generated tokens into
+accepts, through the runner's KV-cache ``generate``: batched, temperature 0 = greedy) and :func:`parse_rollouts` turns generated tokens into
 paths and answers, which :func:`score_paths` checks against the graph.
 
 Example::
@@ -646,21 +646,21 @@ def _model_device(model: Any) -> torch.device:
         return torch.device("cpu")
 
 
-def _kv_cache_kwarg(model: Any) -> str | None:
-    """The keyword a Hugging Face causal LM takes its KV cache by (``cache`` in recent
-    transformers, ``past_key_values`` before), or None for any other model."""
-    import sys
-
-    transformers = sys.modules.get("transformers")
-    if transformers is None or not isinstance(model, transformers.PreTrainedModel):
+def _runner_or_none(model: Any) -> Any:
+    """``probekit.models.runner.runner(model)``, or None for a model it does not take (a plain
+    module computing logits, such as a planted test model)."""
+    # Decide by type names first, so a plain module never pays the transformers import.
+    known = ("transformers.", "transformer_lens.", "probekit.models.")
+    if not isinstance(model, (str, os.PathLike)) and not any(
+        cls.__module__.startswith(known) for cls in type(model).__mro__
+    ):
         return None
-    import inspect
+    from probekit.models.runner import runner
 
-    params = inspect.signature(model.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in params:
-            return name
-    return None
+    try:
+        return runner(model)
+    except TypeError:
+        return None
 
 
 @torch.no_grad()
@@ -671,12 +671,13 @@ def sample_continuations(
     temperature: float = 0.0,
     generator: int | torch.Generator | None = 0,
 ) -> torch.Tensor:
-    """Extend ``prefix [B, k]`` by ``steps`` tokens: ``LongTensor [B, steps]``.
+    """Extend ``prefix [B, k]`` by ``steps`` tokens: ``LongTensor [B, steps]`` (on the CPU).
 
     Temperature 0 takes the argmax (greedy decoding); otherwise each token is drawn from
-    ``softmax(logits / temperature)`` with ``generator``. A Hugging Face causal LM decodes with
-    its KV cache; any other model (``model(tokens)`` -> logits) with a forward over the prefix
-    at each step. Batched over rows.
+    ``softmax(logits / temperature)`` with ``generator``. A model the runner takes (a
+    ``pk.load`` result, a Hugging Face causal LM, a checkpoint path) decodes through
+    ``runner(model).generate`` with its KV cache; any other module (``model(tokens)`` ->
+    logits) with a forward over the whole prefix at each step. Batched over rows.
     """
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
         raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
@@ -684,26 +685,23 @@ def sample_continuations(
         raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
     check_int("steps", steps, low=0)
     gen = as_generator(generator, "generator")
+    tokens = torch.as_tensor(prefix, dtype=torch.long)
+    if steps == 0:
+        return torch.empty(len(tokens), 0, dtype=torch.long)
+    run = _runner_or_none(model)
+    if run is not None:
+        return run.generate(tokens, steps, float(temperature), gen).cpu()
     device = _model_device(model)
-    tokens = torch.as_tensor(prefix, dtype=torch.long).to(device)
+    tokens = tokens.to(device)
     out = torch.empty(len(tokens), 0, dtype=torch.long, device=device)
-    cache_kwarg = _kv_cache_kwarg(model)
-    past = None
-    step_input = tokens
     for _ in range(steps):
-        if cache_kwarg is not None:
-            res = model(step_input, use_cache=True, **{cache_kwarg: past})
-            logits = res.logits[:, -1].float()
-            past = res.get("cache", res.get("past_key_values"))
-        else:
-            logits = _logits_of(model, torch.cat([tokens, out], 1))[:, -1].float()
+        logits = _logits_of(model, torch.cat([tokens, out], 1))[:, -1].float()
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
             probs = torch.softmax(logits / temperature, -1).cpu()
             nxt = torch.multinomial(probs, 1, generator=gen)[:, 0].to(device)
         out = torch.cat([out, nxt[:, None]], 1)
-        step_input = nxt[:, None]
     return out.cpu()
 
 
