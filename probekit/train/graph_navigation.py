@@ -60,7 +60,7 @@ class GraphNavRecipe:
     n_layer: int = 2
     n_embd: int = 64
     n_head: int = 4
-    steps: int = 6000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.1
