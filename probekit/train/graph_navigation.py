@@ -454,7 +454,7 @@ class InContextRecipe:
     n_layer: int = 2
     n_embd: int = 64
     n_head: int = 4
-    steps: int = 4000
+    steps: int = 3000
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.1
