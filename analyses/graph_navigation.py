@@ -58,8 +58,9 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
     graph = gn.load_graph(STEPWISE)
     split = gn.load_split(STEPWISE)
     cap = split.max_train_length
-    stepwise = pk.load(STEPWISE)
-    direct = pk.load(DIRECT)
+    # checkpoint paths: pk.stepwise decodes them on the plain Hugging Face model with a KV
+    # cache; a TransformerLens bridge is booted only where attention patterns are read
+    stepwise, direct = str(STEPWISE), str(DIRECT)
     held = split.heldout_connected
     verdicts: dict[str, Any] = {}
     sections: list[Any] = []
@@ -78,8 +79,15 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
         stepwise, direct, graph, held, split.heldout_unconnected, max_train_length=cap
     )
     g = gap.summary
+    lb_gap = g.get("length_balanced_gap")
     verdicts["reasoning_gap"] = {
-        "verdict": _verdict(g["gap"] > 0.05, partly=g["gap"] > 0),
+        "verdict": _verdict(
+            g["gap"] > 0.05 and (lb_gap is None or lb_gap > 0.05),
+            partly=g["gap"] > 0 or (lb_gap is not None and lb_gap > 0),
+        ),
+        "length_balanced_gap": lb_gap,
+        "stepwise_length_balanced_accuracy": g.get("stepwise_length_balanced_accuracy"),
+        "direct_length_balanced_accuracy": g.get("direct_length_balanced_accuracy"),
         "stepwise_balanced_accuracy": g["stepwise_accuracy"],
         "direct_balanced_accuracy": g["direct_accuracy"],
         "gap": g["gap"],
@@ -118,7 +126,7 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
     if (RANDOM / "graph.json").is_file():
         rgraph = gn.load_graph(RANDOM)
         rsplit = gn.load_split(RANDOM)
-        rmodel = pk.load(RANDOM)
+        rmodel = str(RANDOM)
         rpairs = rsplit.heldout_connected
         rev = pk.stepwise.evaluate(
             rmodel, rgraph, rpairs, temperature=1.0, samples=10 if quick else 40
@@ -148,15 +156,22 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
     snap_dir = STEPWISE / "snapshots"
     if snap_dir.is_dir():
         snaps = {
-            int(p.name.split("-")[1]): pk.load(p)
+            int(p.name.split("-")[1]): str(p)
             for p in sorted(snap_dir.iterdir())
             if p.name.startswith("step-")
         }
         metrics = json.loads((STEPWISE / "metrics.json").read_text())
         snaps[int(metrics["steps"])] = stepwise
         fs = pk.stepwise.failure_split(snaps, graph, held)
+        first_m = fs.summary["misstep_below_5pct_at"]
+        first_p = fs.summary["planning_below_5pct_at"]
         verdicts["missteps_before_planning"] = {
-            "verdict": _verdict(fs.summary["missteps_resolved_first"]),
+            "verdict": _verdict(
+                first_m is not None and (first_p is None or first_m < first_p),
+                partly=first_m is not None
+                and first_m == first_p
+                and fs.summary["misstep_auc"] < fs.summary["planning_auc"],
+            ),
             **{k: v for k, v in fs.summary.items()},
             "rates": fs.frame[["step", "misstep_rate", "planning_failure_rate"]].to_dict("records"),
         }
@@ -176,7 +191,7 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
 
     # (iv) in-context exemplars
     if (INCONTEXT / "config.json").is_file():
-        ic = pk.load(INCONTEXT)
+        ic = str(INCONTEXT)
         ic_metrics = json.loads((INCONTEXT / "metrics.json").read_text())
         train_motifs = max(ic_metrics["settings"]["train_motifs"])
         n_nodes = ic_metrics["settings"]["n_nodes"]
@@ -224,7 +239,9 @@ def _line(name: str, v: dict[str, Any]) -> str:
             f"stepwise gap: {v['verdict']} - balanced path-exists accuracy stepwise "
             f"{f(v['stepwise_balanced_accuracy'])} vs direct {f(v['direct_balanced_accuracy'])} "
             f"(gap {f(v['gap'])}; within the training cap {f(v['gap_within_cap'])}, beyond it "
-            f"{f(v['gap_beyond_cap'])})"
+            f"{f(v['gap_beyond_cap'])}); balanced within each pair length, stepwise "
+            f"{f(v['stepwise_length_balanced_accuracy'])} vs direct "
+            f"{f(v['direct_length_balanced_accuracy'])} (gap {f(v['length_balanced_gap'])})"
         )
     if name == "diversity_accuracy_tradeoff":
         return (
@@ -260,7 +277,9 @@ def _line(name: str, v: dict[str, Any]) -> str:
             return f"primacy bias with conflicting exemplars: not tested ({v['why']})"
         return (
             f"primacy bias: {v['verdict']} - follows the motif shown first in "
-            f"{f(v['follows_first'])} of decided cases (binomial p {v['binomial_p']:.2g})"
+            f"{f(v['follows_first'])} of decided cases (binomial p "
+            f"{'-' if v['binomial_p'] is None else format(v['binomial_p'], '.2g')}; "
+            f"neither rival in {f(v['other'])})"
         )
     if name == "mechanism":
         g, c = v.get("max_goal_attention") or {}, v.get("max_current_attention") or {}

@@ -396,7 +396,9 @@ def stepwise_gap(
     the first token is the right one of ``<yes>`` / ``<no>``. ``frame``: one row per (length,
     connected) with both accuracies and ``gap = stepwise - direct``. ``summary``: balanced
     accuracies (mean over connected and unconnected) of both models and their gap, overall and
-    within / beyond ``max_train_length`` (the longest path seen in training).
+    within / beyond ``max_train_length`` (the longest path seen in training); and
+    ``*_length_balanced_accuracy``: balanced within each pair length, averaged over the lengths
+    with both kinds of pair (0.5 for a model that answers from the length alone).
     """
     conn = _check_pairs(graph, connected_pairs)
     un = (
@@ -442,6 +444,24 @@ def stepwise_gap(
         "direct_accuracy": balanced(direct_right, everything),
     }
     summary["gap"] = summary["stepwise_accuracy"] - summary["direct_accuracy"]
+    # balanced within each length, then averaged over the lengths that have both kinds of
+    # pair: a model answering from the length alone (long pairs are nearly always connected
+    # in a dense layered DAG) scores 0.5 here
+    both = [
+        k
+        for k in set(lengths.tolist())
+        if (truth[lengths == k]).any() and (~truth[lengths == k]).any()
+    ]
+    if both:
+        for key, right in (("stepwise", step_right), ("direct", direct_right)):
+            summary[f"{key}_length_balanced_accuracy"] = float(
+                np.mean([balanced(right, lengths == k) for k in both])
+            )
+        summary["length_balanced_gap"] = (
+            summary["stepwise_length_balanced_accuracy"]
+            - summary["direct_length_balanced_accuracy"]
+        )
+        summary["lengths_with_both"] = sorted(both)
     if max_train_length is not None:
         for name, sel in (
             ("within_cap", lengths <= max_train_length),
