@@ -36,6 +36,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,12 +95,23 @@ def _as_model(model: Any) -> Any:
     anything else is used as is (a ``pk.load`` result, a Hugging Face causal LM, a runner, or
     any module with ``model(tokens) -> logits``)."""
     if isinstance(model, (str, os.PathLike)):
-        from probekit.models.runner import runner
-
-        return runner(model)
+        path = os.path.realpath(model)
+        weights = os.path.join(path, "model.safetensors")
+        stamp = os.stat(weights).st_mtime_ns if os.path.exists(weights) else 0
+        return _runner_of_path(path, stamp)
     if not callable(model) and not hasattr(model, "generate"):
         raise ValueError(f"model must be a causal LM or a checkpoint path, got {type(model)}")
     return model
+
+
+@functools.lru_cache(maxsize=8)
+def _runner_of_path(path: str, stamp: int) -> Any:
+    """The runner of a checkpoint directory, kept for the next call on the same unchanged
+    weights (``stamp``: their modification time), so a study calling several functions on one
+    checkpoint loads it once."""
+    from probekit.models.runner import runner
+
+    return runner(path)
 
 
 def _check_pairs(graph: nx.DiGraph, pairs: Any, connected: bool = True) -> np.ndarray:
