@@ -93,6 +93,7 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
         "gap": g["gap"],
         "gap_within_cap": g.get("gap_within_cap"),
         "gap_beyond_cap": g.get("gap_beyond_cap"),
+        "by_length": gap.frame.to_dict("records"),
     }
     sections.append(gap)
 
@@ -119,6 +120,7 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
         "accuracy_t0": acc0,
         "accuracy_t3": acc3,
         "mean_true_paths": float(counts[order[:n_pairs]].mean()),
+        "by_temperature": bt,
     }
     sections.append(div)
 
