@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import shutil
+import socket
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,14 +99,27 @@ class ActivationStore:
             done = len(manifest.get("shards", []))
             raise CheckpointError(
                 f"{path}: the store is incomplete ({done} shards written); rerun pk.cache "
-                "with the same model, data and out= (resume=True) to finish it"
+                "with the same model, data and out= (resume=True; the CLI's default) to finish it"
             )
+        _check_manifest(manifest, manifest_path)
         for shard in manifest["shards"]:
-            if not (path / shard["file"]).is_file():
+            problem = _shard_problem(path, shard, full=False)
+            if problem:
                 raise CheckpointError(
-                    f"{path / shard['file']}: shard listed in the manifest is missing"
+                    f"{path}: {problem}; rerun pk.cache with the same model, data and out= to "
+                    "recompute it"
                 )
         return cls(manifest, path=path)
+
+    def verify(self) -> None:
+        """Check every shard against the sha256 recorded when it was written (reads every
+        byte; :meth:`open` checks only that each file has its recorded size)."""
+        if self.path is None:
+            return
+        for shard in self._manifest["shards"]:
+            problem = _shard_problem(self.path, shard, full=True)
+            if problem:
+                raise CheckpointError(f"{self.path}: {problem}")
 
     # -- description
     @property
@@ -184,6 +200,130 @@ class ActivationStore:
                     pending, held = [], 0
         if pending:
             yield torch.cat(pending) if len(pending) > 1 else pending[0]
+
+
+class StoreWriteError(OSError):
+    """The disk refused a write (full, read-only, no permission); the store stays resumable."""
+
+
+class StoreLockedError(ValueError):
+    """Another process is writing this store (or audit) right now."""
+
+
+def _shard_file(root: Path, shard: Mapping[str, Any]) -> Path:
+    """The shard's file, which must lie inside ``root/shards`` (a manifest never points out)."""
+    name = shard.get("file")
+    if not isinstance(name, str) or not name.startswith(f"{SHARD_DIR}/"):
+        raise CheckpointError(f"{root}: manifest lists a shard file {name!r} outside {SHARD_DIR}/")
+    file = (root / name).resolve()
+    base = (root / SHARD_DIR).resolve()
+    if file.parent != base:
+        raise CheckpointError(f"{root}: manifest lists a shard file {name!r} outside {SHARD_DIR}/")
+    return file
+
+
+def _file_sha256(file: Path) -> str:
+    digest = hashlib.sha256()
+    with open(file, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _shard_problem(root: Path, shard: Mapping[str, Any], full: bool) -> str | None:
+    """Why the shard's file cannot be trusted (missing, other size, other bytes), or None."""
+    file = _shard_file(root, shard)
+    if not file.is_file():
+        return f"shard {shard['file']} listed in the manifest is missing"
+    size = shard.get("bytes")
+    if size is not None and file.stat().st_size != size:
+        return (
+            f"shard {shard['file']} has {file.stat().st_size} bytes, the manifest recorded {size} "
+            "(truncated or replaced)"
+        )
+    if full and shard.get("sha256") is not None and _file_sha256(file) != shard["sha256"]:
+        return f"shard {shard['file']} does not match its recorded sha256 (changed on disk)"
+    return None
+
+
+def _check_manifest(manifest: Mapping[str, Any], where: Path) -> None:
+    """Shapes, dtypes and shard ranges that make sense before any shard is read."""
+    shapes, dtypes = manifest.get("shapes"), manifest.get("dtypes")
+    n_items = manifest.get("n_items")
+    ok = isinstance(shapes, dict) and isinstance(dtypes, dict) and set(shapes) == set(dtypes)
+    ok = ok and isinstance(n_items, int) and not isinstance(n_items, bool) and n_items >= 0
+    ok = ok and all(
+        isinstance(v, list) and all(isinstance(d, int) and d >= 0 for d in v)
+        for v in shapes.values()
+    )
+    ok = ok and all(isinstance(getattr(torch, str(d), None), torch.dtype) for d in dtypes.values())
+    if not ok:
+        raise CheckpointError(f"{where}: malformed manifest (shapes, dtypes or n_items)")
+    cursor = 0
+    for shard in manifest.get("shards", []):
+        if shard.get("start") != cursor or not isinstance(shard.get("stop"), int):
+            raise CheckpointError(f"{where}: shard ranges do not cover items 0..{n_items}")
+        cursor = shard["stop"]
+    if cursor != n_items:
+        raise CheckpointError(f"{where}: shard ranges do not cover items 0..{n_items}")
+
+
+class _StoreLock:
+    """An advisory lock file ``out/.lock`` (writer pid, host, start time) held while a store is
+    written: a second writer is refused; a lock left by a dead process on this host is taken
+    over. Readers never look at it."""
+
+    def __init__(self, out: Path):
+        self.file = out / ".lock"
+        self.record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        self.held = False
+
+    def __enter__(self) -> _StoreLock:
+        import json
+
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and not self._dead(holder):
+                    raise StoreLockedError(
+                        f"out: {self.file.parent} is being written by process {holder.get('pid')} "
+                        f"on {holder.get('host')}; wait for it to finish, or use another out"
+                    ) from None
+                self.file.unlink(missing_ok=True)  # a dead writer's lock: take it over
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.record, fh)
+            self.held = True
+            return self
+        raise StoreLockedError(f"out: {self.file.parent} is locked by another writer")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.held and self._holder() == self.record:
+            self.file.unlink(missing_ok=True)
+        self.held = False
+
+    def _holder(self) -> dict[str, Any] | None:
+        import json
+
+        try:
+            return json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return None  # half-written by a writer that died at once: stale
+
+    @staticmethod
+    def _dead(holder: Mapping[str, Any]) -> bool:
+        if holder.get("host") != socket.gethostname():
+            return False  # another machine's writer: never assume it is gone
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return False
 
 
 def open_store(store: ActivationStore | str | Path) -> ActivationStore:
@@ -312,6 +452,19 @@ def _tokenize(model: nn.Module, texts: list[str]) -> tuple[torch.Tensor, torch.T
         raise ValueError(
             "data is a list of strings but the model has no tokenizer; pass token ids [N, T]"
         )
+    from probekit.models.runner import runner
+
+    context = runner(model).max_length
+    if context is not None:
+        # A text longer than (context x the longest token) characters cannot fit: refuse it
+        # before tokenising it (a 10 MB line would otherwise cost gigabytes).
+        limit = context * max(len(t) for t in tokenizer.get_vocab())
+        for i, text in enumerate(texts):
+            if len(text) > limit:
+                raise ValueError(
+                    f"data: text {i} has {len(text)} characters, more than fit in the model's "
+                    f"context of {context} tokens"
+                )
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     encoded = tokenizer(texts, padding=True, return_tensors="pt", padding_side="right")
@@ -398,7 +551,12 @@ def _select_positions(
     if positions is None:
         return acts
     if isinstance(positions, slice):
-        return acts[:, positions]
+        kept = acts[:, positions]
+        if kept.shape[1] == 0:
+            raise ValueError(
+                f"positions {positions!r} select no position of sequences of length {acts.shape[1]}"
+            )
+        return kept
     T = acts.shape[1]
     single = isinstance(positions, int)
     pos = torch.as_tensor([positions] if single else list(positions), device=acts.device)
@@ -506,6 +664,7 @@ def cache(
     run = runner(model)
 
     def compute(inputs: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        check_inputs(run, inputs, "data")
         with torch.inference_mode():
             acts = run.activations(inputs.to(device), names)
             mask = None if mask is None else mask.to(device)
@@ -533,6 +692,42 @@ def cache(
         extras=extras,
         desc="caching",
     )
+
+
+def check_inputs(run: Any, inputs: torch.Tensor, argument: str) -> None:
+    """Inputs the model can take, checked before the forward pass (a clear error instead of an
+    IndexError deep in torch): token ids for token models, each in ``[0, vocab)``, no longer
+    than the context; float ``[N, T, in]`` for an RNN without an embedding."""
+    takes_tokens = run.family == "transformer" or run.vocab_size is not None
+    if takes_tokens and inputs.is_floating_point():
+        raise ValueError(
+            f"{argument}: this model takes token ids [N, T], got float inputs of shape "
+            f"{tuple(inputs.shape)}"
+        )
+    if not takes_tokens:
+        if not inputs.is_floating_point() or inputs.dim() != 3:
+            raise ValueError(
+                f"{argument}: this RNN takes float inputs [N, T, {run.model.cfg.input_size}], got "
+                f"{inputs.dtype} of shape {tuple(inputs.shape)}"
+            )
+        if inputs.shape[-1] != run.model.cfg.input_size:
+            raise ValueError(
+                f"{argument}: this RNN takes {run.model.cfg.input_size} input features per step, "
+                f"got {inputs.shape[-1]}"
+            )
+        return
+    if inputs.numel():
+        low, high = int(inputs.min()), int(inputs.max())
+        if low < 0 or high >= run.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{argument}: token id {bad} is outside the vocabulary [0, {run.vocab_size})"
+            )
+    if run.max_length is not None and inputs.shape[1] > run.max_length:
+        raise ValueError(
+            f"{argument}: sequences of {inputs.shape[1]} tokens are longer than the model's "
+            f"context of {run.max_length}"
+        )
 
 
 #: ``compute(inputs [b, ...] on CPU, mask [b, T] or None) -> {name: tensor [b, ...]}``
@@ -583,19 +778,33 @@ def build_store(
         "complete": False,
     }
     out_path = Path(out) if out is not None else None
-    if out_path is not None:
+    if out_path is None:
+        writer = _ShardWriter(None, manifest)
+        _run(source, compute, extra_tensors, manifest, writer, progress, desc)
+        return ActivationStore(manifest, memory=writer.memory)
+    if out_path.exists() and not out_path.is_dir():
+        raise ValueError(f"out: {out_path} exists and is not a directory")
+    with _StoreLock(out_path):
         existing = _prepare_out(out_path, manifest, list(options), resume)
         if existing is not None:
             if existing.get("complete"):
+                # Data known only as it streams (an iterable) is checked shard by shard.
+                if manifest["data_fingerprint"] is None:
+                    _check_streamed_data(source, extra_tensors, existing, out_path)
                 return ActivationStore.open(out_path)
             manifest = existing
-    writer = _ShardWriter(out_path, manifest)
-    try:
-        _run(source, compute, extra_tensors, manifest, writer, progress, desc)
-    finally:
-        writer.close()
-    if out_path is None:
-        return ActivationStore(manifest, memory=writer.memory)
+        writer = _ShardWriter(out_path, manifest)
+        try:
+            try:
+                _run(source, compute, extra_tensors, manifest, writer, progress, desc)
+            finally:
+                writer.close()
+        except OSError as err:
+            done = len(manifest["shards"])
+            raise StoreWriteError(
+                f"out: could not write to {out_path}: {err.strerror or err}; {done} complete "
+                "shard(s) are kept, rerun the same command to resume"
+            ) from None
     return ActivationStore.open(out_path)
 
 
@@ -625,9 +834,8 @@ def _check_extras(extras: Mapping[str, Any] | None, n_items: int | None) -> dict
 def _prepare_out(
     out: Path, manifest: dict[str, Any], option_keys: list[str], resume: bool
 ) -> dict[str, Any] | None:
-    """Check an existing store in ``out``; returns its manifest when resuming it."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a directory")
+    """Check an existing store in ``out`` (its writer's lock held); returns its manifest when
+    resuming it."""
     manifest_path = out / MANIFEST
     for stale_tmp in out.glob(f"{SHARD_DIR}/.*.tmp") if out.is_dir() else ():
         stale_tmp.unlink()  # temp files of a killed writer; never renamed, never valid
@@ -665,10 +873,50 @@ def _prepare_out(
         raise StaleStoreError(
             f"out: {out} already holds an activation store that does not match: "
             + "; ".join(problems)
-            + ". Use another out directory, or resume=False to replace it."
+            + ". Use another out directory, or resume=False (CLI: --no-resume) to replace it."
         )
-    existing["shards"] = [s for s in existing["shards"] if (out / s["file"]).is_file()]
+    kept = []
+    for shard in existing["shards"]:
+        problem = _shard_problem(out, shard, full=True)
+        if problem is None:
+            kept.append(shard)
+        else:
+            warnings.warn(f"{out}: {problem}; it is computed again", stacklevel=3)
+    if len(kept) != len(existing["shards"]):
+        existing["complete"] = False
+    existing["shards"] = kept
     return existing
+
+
+def _check_streamed_data(
+    source: _DataSource,
+    extras: Mapping[str, torch.Tensor],
+    manifest: Mapping[str, Any],
+    out: Path,
+) -> None:
+    """Stream ``source`` (no model run) and compare every shard's data hash with the one
+    recorded: a complete store is reused only for the very data that wrote it."""
+    bounds = {s["start"]: s for s in manifest["shards"]}
+    digest, start, cursor = hashlib.sha256(), 0, 0
+    for batch in source.batches():
+        digest.update(_bytes(batch.inputs))
+        if batch.mask is not None:
+            digest.update(_bytes(batch.mask))
+        cursor += len(batch.inputs)
+        shard = bounds.get(start)
+        if shard is not None and cursor >= shard["stop"]:
+            if cursor != shard["stop"] or digest.hexdigest() != shard["data_sha256"]:
+                raise StaleStoreError(
+                    f"out: {out} holds a store written for other data (items {start}.."
+                    f"{shard['stop']} differ); use another out, or resume=False (CLI: "
+                    "--no-resume) to replace it"
+                )
+            digest, start = hashlib.sha256(), cursor
+    if cursor != manifest.get("n_items"):
+        raise StaleStoreError(
+            f"out: {out} holds a store of {manifest.get('n_items')} items, the data has {cursor}; "
+            "use another out, or resume=False (CLI: --no-resume) to replace it"
+        )
 
 
 class _ShardWriter:
@@ -705,12 +953,24 @@ class _ShardWriter:
             "shard_data_sha256": data_sha,
         }
         save_safetensors_atomic(tensors, self.out / file, metadata=metadata)
-        self._record(start, stop, file, data_sha)
+        written = self.out / file
+        self._record(start, stop, file, data_sha, written.stat().st_size, _file_sha256(written))
         write_json_atomic(self.out / MANIFEST, self.manifest)
 
-    def _record(self, start: int, stop: int, file: str | None, data_sha: str) -> None:
+    def _record(
+        self,
+        start: int,
+        stop: int,
+        file: str | None,
+        data_sha: str,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> None:
         shards = [s for s in self.manifest["shards"] if s["start"] != start]
-        shards.append({"file": file, "start": start, "stop": stop, "data_sha256": data_sha})
+        entry = {"file": file, "start": start, "stop": stop, "data_sha256": data_sha}
+        if file is not None:
+            entry |= {"bytes": size, "sha256": sha256}
+        shards.append(entry)
         self.manifest["shards"] = sorted(shards, key=lambda s: s["start"])
 
     def flush(self) -> None:

@@ -58,8 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.handler(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
-        # UsageError is a ValueError: every bad argument or input ends here, in one line.
+    except (ValueError, TypeError, OSError, KeyError) as err:
+        # UsageError is a ValueError: every bad argument or input ends here, in one line, as
+        # do a full disk or a missing permission (OSError).
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"probekit {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -170,8 +170,14 @@ def as_token_matrix(
                 f"{name} are texts but the model has no tokenizer; pass tokenizer= or token ids"
             )
         rows = []
+        # Only the first ``length`` tokens are used, and they lie within the first
+        # length x (longest token) characters: a huge text is cut (with a wide margin, so the
+        # word at the cut cannot change them) before tokenising.
+        limit = 4 * length * max(len(t) for t in tokenizer.get_vocab()) + 1024
         for i, text in enumerate(sequences):
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            if not isinstance(text, str):
+                raise ValueError(f"{name}[{i}] must be a text, got {type(text).__name__}")
+            ids = tokenizer(text[:limit], add_special_tokens=False)["input_ids"]
             if len(ids) < length:
                 raise ValueError(
                     f"{name}[{i}] has {len(ids)} tokens; prefix_len + suffix_len = {length} needed"

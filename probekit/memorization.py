@@ -840,6 +840,7 @@ def audit_all(
     out: str | os.PathLike | None = None,
     resume: bool = True,
     redact: bool = False,
+    redact_key: bytes | None = None,
     progress: bool = False,
     names: tuple[str, str] = ("data", "nonmembers"),
 ) -> AuditRun:
@@ -847,10 +848,12 @@ def audit_all(
     membership evaluation), the latent analysis over ``checkpoints`` and weight-perturbation
     recovery when asked, in one resumable store at ``out`` (one item per audited sequence,
     ``nonmember`` marking the second set). ``names`` name the two sets in error messages.
-    ``redact`` replaces every text by a sha256 prefix and
-    its length. The report sections, summary and table come back; ``probekit audit`` writes them.
+    ``redact`` replaces every text by a keyed hash (HMAC-SHA256
+    prefix; the key is ``redact_key``, or a fresh random one kept nowhere, so a guessed text
+    cannot be confirmed against the report) and its length. The report sections, summary and table come back; ``probekit audit`` writes them.
     """
     import hashlib
+    import hmac
 
     lm = _language_model(model, None)
     length = prefix_len + suffix_len
@@ -883,7 +886,11 @@ def audit_all(
     frame.insert(0, "set", np.where(is_nonmember.numpy(), "nonmembers", "data"))
     texts = [lm.decode(row) for row in tokens.tolist()]
     if redact:
-        frame["sha256"] = [hashlib.sha256(t.encode()).hexdigest()[:16] for t in texts]
+        # Keyed: without the key, a guessed text cannot be confirmed against the report.
+        key = redact_key if redact_key is not None else os.urandom(32)
+        frame["sha256"] = [
+            hmac.new(key, t.encode(), hashlib.sha256).hexdigest()[:16] for t in texts
+        ]
         frame["chars"] = [len(t) for t in texts]
     else:
         frame["text"] = texts

@@ -48,27 +48,9 @@ class ProbeResult:
     description: str = ""
 
     def figures(self) -> list[go.Figure]:
-        """Held-out accuracy per hook, one line per label, with each label's chance level."""
-        import plotly.graph_objects as go
+        from probekit.report.figures.probes import probe_figures
 
-        fig = go.Figure(layout={"title": "held-out probe accuracy per layer", "height": 420})
-        for label, rows in self.frame.groupby("label", sort=False):
-            fig.add_trace(
-                go.Scatter(
-                    x=rows["hook"], y=rows["test_accuracy"], mode="lines+markers", name=label
-                )
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=rows["hook"],
-                    y=rows["chance"],
-                    mode="lines",
-                    line={"dash": "dot"},
-                    name=f"{label} (chance)",
-                )
-            )
-        fig.update_layout(xaxis_title="hook", yaxis_title="accuracy", yaxis_range=[0, 1.02])
-        return [fig]
+        return probe_figures(self.frame)
 
 
 def split_items(n_items: int, test_fraction: float, seed: int) -> np.ndarray:

@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -36,54 +35,32 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from probekit.report.figures.shattering import project, projection_figure, sweep_figures
+from probekit.stats.shattering import correlation, distortion, pairwise_distances
+
+__all__ = [
+    "KGEdit",
+    "ShatteringResult",
+    "SweepResult",
+    "accuracy",
+    "correct",
+    "correlation",
+    "distortion",
+    "entity_prompts",
+    "entity_representations",
+    "kg_contexts",
+    "kg_edits",
+    "measure",
+    "pairwise_distances",
+    "project",
+    "sweep",
+]
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
 
     from probekit.tasks.knowledge_graph import EvalSet, KnowledgeGraph
-
-# ----------------------------------------------------------------------------- the metric
-
-
-def pairwise_distances(x: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance matrix ``[n, n]`` of the rows of ``x [n, d]`` (float64)."""
-    x = torch.as_tensor(x).double()
-    sq = (x * x).sum(1)
-    d2 = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0)
-    d2.fill_diagonal_(0)
-    return d2.sqrt()
-
-
-def _mean_off_diagonal(d: torch.Tensor) -> torch.Tensor:
-    n = d.shape[0]
-    return d.sum() / (n * (n - 1))
-
-
-def distortion(before: torch.Tensor, after: torch.Tensor, normalize: bool = False) -> float:
-    """Shattering ``R = ||D* - D0||_F / ||D0||_F`` (spec: shared/specs/shattering.md).
-
-    ``before``, ``after``: ``[entities, d]`` representations of the same entities in the same
-    order. ``D0``, ``D*``: their pairwise Euclidean distance matrices. ``normalize=True`` divides
-    each matrix by its mean off-diagonal entry first (invariant to a global rescaling). R = 0
-    means no pairwise distance changed; R is invariant to rotations and translations of either
-    set, and changes when entities are permuted in one set only.
-    """
-    before, after = torch.as_tensor(before), torch.as_tensor(after)
-    if before.ndim != 2 or after.ndim != 2 or before.shape[0] != after.shape[0]:
-        raise ValueError(
-            f"before and after must be [entities, d] with the same entities, got shapes "
-            f"{tuple(before.shape)} and {tuple(after.shape)}"
-        )
-    if before.shape[0] < 2:
-        raise ValueError(f"need at least 2 entities, got {before.shape[0]}")
-    d0, d1 = pairwise_distances(before), pairwise_distances(after)
-    if normalize:
-        d0 = d0 / _mean_off_diagonal(d0).clamp_min(1e-300)
-        d1 = d1 / _mean_off_diagonal(d1).clamp_min(1e-300)
-    norm = torch.linalg.matrix_norm(d0)
-    if float(norm) == 0.0:
-        raise ValueError("before has all entities at one point (||D0|| = 0); R is undefined")
-    return float(torch.linalg.matrix_norm(d1 - d0) / norm)
 
 
 # ----------------------------------------------------------------------------- representations
@@ -208,96 +185,6 @@ def accuracy(
 
 
 # ----------------------------------------------------------------------------- projections
-
-
-def project(x: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
-    """2-D embedding of ``x [n, d]`` by ``"pca"``, ``"isomap"`` or ``"umap"`` (seeded)."""
-    n = x.shape[0]
-    if method == "pca":
-        from sklearn.decomposition import PCA
-
-        return PCA(2, random_state=seed).fit_transform(x)
-    if method == "isomap":
-        from sklearn.manifold import Isomap
-
-        return Isomap(n_neighbors=min(10, n - 1), n_components=2).fit_transform(x)
-    if method == "umap":
-        import umap
-
-        reducer = umap.UMAP(n_neighbors=min(15, n - 1), random_state=seed, n_jobs=1)
-        return reducer.fit_transform(x)
-    raise ValueError(f"projection must be 'pca', 'isomap' or 'umap', got {method!r}")
-
-
-def projection_figure(
-    before: torch.Tensor,
-    after: torch.Tensor,
-    positions: np.ndarray | None = None,
-    labels: Sequence[str] | None = None,
-    marked: int | None = None,
-    methods: Sequence[str] = ("isomap", "pca", "umap"),
-    seed: int = 0,
-    title: str = "Entity representations before and after the edit",
-) -> go.Figure:
-    """Rows: before / after; columns: one per projection. Colour = ``positions`` (cyclic order).
-
-    PCA of "after" uses the axes fitted on "before" (same frame); Isomap and UMAP are fitted on
-    each set separately. ``marked``: row index of the edited entity (drawn as a black star).
-    """
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    methods = list(methods)
-    titles = [f"{m} {when}" for when in ("before", "after") for m in methods]
-    fig = make_subplots(rows=2, cols=len(methods), subplot_titles=titles)
-    xb, xa = before.numpy().astype(np.float64), after.numpy().astype(np.float64)
-    n = xb.shape[0]
-    color = np.arange(n) if positions is None else np.asarray(positions)
-    text = labels if labels is not None else [str(i) for i in range(n)]
-    for col, method in enumerate(methods, start=1):
-        if method == "pca":
-            mean = xb.mean(0)
-            _, _, vt = np.linalg.svd(xb - mean, full_matrices=False)
-            pair = ((xb - mean) @ vt[:2].T, (xa - mean) @ vt[:2].T)
-        else:
-            pair = (project(xb, method, seed), project(xa, method, seed))
-        for row, points in enumerate(pair, start=1):
-            fig.add_trace(
-                go.Scatter(
-                    x=points[:, 0],
-                    y=points[:, 1],
-                    mode="markers",
-                    text=list(text),
-                    marker=dict(
-                        color=color,
-                        colorscale="HSV",
-                        size=6,
-                        showscale=(row == 1 and col == 1),
-                        colorbar=dict(title="cyclic position"),
-                    ),
-                    showlegend=False,
-                ),
-                row=row,
-                col=col,
-            )
-            if marked is not None:
-                fig.add_trace(
-                    go.Scatter(
-                        x=[points[marked, 0]],
-                        y=[points[marked, 1]],
-                        mode="markers",
-                        marker=dict(symbol="star", size=14, color="black"),
-                        name="edited entity",
-                        showlegend=(row == 1 and col == 1),
-                    ),
-                    row=row,
-                    col=col,
-                )
-    fig.update_layout(title=title, height=650)
-    return fig
-
-
-# ----------------------------------------------------------------------------- one edit
 
 
 @dataclass
@@ -504,15 +391,6 @@ class SweepResult:
         return sweep_figures(self.frame)
 
 
-def correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Pearson r and r^2 of two 1-D arrays (nan when either is constant or n < 3)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
-        return math.nan, math.nan
-    r = float(np.corrcoef(x, y)[0, 1])
-    return r, r * r
-
-
 def summarise_sweep(frame: pd.DataFrame) -> dict[str, Any]:
     """R and accuracy drop per (method, d); r, r^2 between R and the mean accuracy drop."""
     summary: dict[str, Any] = {"edits": len(frame)}
@@ -535,36 +413,6 @@ def summarise_sweep(frame: pd.DataFrame) -> dict[str, Any]:
     summary["r_R_vs_drop"] = r
     summary["r2_R_vs_drop"] = r2
     return summary
-
-
-def sweep_figures(frame: pd.DataFrame) -> list[go.Figure]:
-    """R against d (box per method), accuracy drop against R (scatter), accuracy against d."""
-    import plotly.graph_objects as go
-
-    box = go.Figure()
-    scatter = go.Figure()
-    acc = go.Figure()
-    for method, part in frame.groupby("method", sort=False):
-        box.add_trace(go.Box(x=part["distance"], y=part["R"], name=str(method), boxpoints="all"))
-        scatter.add_trace(go.Scatter(x=part["R"], y=part["drop"], mode="markers", name=str(method)))
-        means = part.groupby("distance")[["acc_before", "acc_after"]].mean()
-        acc.add_trace(
-            go.Scatter(
-                x=means.index, y=means["acc_after"], mode="lines+markers", name=f"{method} after"
-            )
-        )
-    box.update_layout(
-        title="Shattering R by edit distance d", xaxis_title="d", yaxis_title="R", boxmode="group"
-    )
-    scatter.update_layout(
-        title="Accuracy drop against R (one point per edit)",
-        xaxis_title="R",
-        yaxis_title="mean accuracy drop (direct, logical, compositional)",
-    )
-    acc.update_layout(
-        title="Mean accuracy after the edit by d", xaxis_title="d", yaxis_title="accuracy"
-    )
-    return [box, scatter, acc]
 
 
 def sweep(

@@ -168,3 +168,37 @@ def test_audit_missing_model_and_bad_numbers_exit_2(tmp_path, capsys, model_dir)
     assert "--prefix must be a positive integer" in capsys.readouterr().err
     assert main(argv) == 2  # 32 + 64 > context 32
     assert "exceeds the model's context of 32" in capsys.readouterr().err
+
+
+def test_audit_refuses_an_out_holding_another_audit_unless_forced(model_dir, tmp_path, capsys):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("\n".join(_texts(3, 0)) + "\n")
+    second.write_text("\n".join(_texts(3, 1)) + "\n")
+    out = tmp_path / "out"
+    base = ["audit", str(model_dir), "--prefix", str(K), "--suffix", str(M), "--out", str(out)]
+    assert main([*base, "--data", str(first), "--quiet"]) == 0
+    before = (out / "table.csv").read_text()
+    capsys.readouterr()
+    assert main([*base, "--data", str(second), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--force" in err and err.count("\n") == 0
+    assert (out / "table.csv").read_text() == before  # nothing overwritten
+    assert main([*base, "--data", str(second), "--quiet", "--force"]) == 0
+    assert (out / "table.csv").read_text() != before
+
+
+def test_redact_hashes_are_keyed(model_dir, tmp_path):
+    import hashlib
+
+    data = tmp_path / "d.txt"
+    text = _texts(1, 3)[0]
+    data.write_text(text + "\n")
+    base = ["audit", str(model_dir), "--data", str(data), "--prefix", str(K), "--suffix", str(M)]
+    hashes = []
+    for i, key in enumerate((None, None, "k1", "k1")):
+        argv = [*base, "--out", str(tmp_path / f"o{i}"), "--redact", "--quiet"]
+        assert main(argv + (["--redact-key", key] if key else [])) == 0
+        hashes.append(pd.read_csv(tmp_path / f"o{i}" / "table.csv")["sha256"][0])
+    decoded = " ".join(text.split()[: K + M])
+    assert hashlib.sha256(decoded.encode()).hexdigest()[:16] not in hashes  # not confirmable
+    assert hashes[0] != hashes[1] and hashes[2] == hashes[3]

@@ -456,3 +456,16 @@ def test_hand_assembled_result_renders_like_any_result(tmp_path: Path) -> None:
     assert "Layer ablations" in text and "drop = clean - ablated" in text
     assert "0.98" in text and text.count('class="figure"') + text.count("Plotly.newPlot") >= 1
     assert result.figures() == result.figs and result.figures() is not result.figs
+
+
+def test_bidi_and_zero_width_characters_are_shown_not_obeyed(tmp_path):
+    import pandas as pd
+
+    from probekit import report
+
+    text = "safe\u202etxt.exe hidden\u200bword"
+    result = report.Result(frame=pd.DataFrame({"text": [text]}), summary={"t": text}, title=text)
+    page = report.render(result, "t")
+    assert "\u202e" not in page and "\u200b" not in page
+    assert "[U+202E]" in page and "[U+200B]" in page
+    assert "unicode-bidi: isolate" in page

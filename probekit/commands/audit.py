@@ -46,7 +46,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--perturb-draws", type=int, default=0, help="weight-noise draws (default 0)")
     p.add_argument("--sigma", type=float, default=2e-3, help="weight-noise std (default 2e-3)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--redact", action="store_true", help="hash and length instead of texts")
+    p.add_argument("--redact", action="store_true", help="keyed hash and length instead of texts")
+    p.add_argument(
+        "--redact-key",
+        default=None,
+        help="key of the --redact hashes (default: a random key, kept nowhere); the same key "
+        "gives the same hashes across reports",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace an audit of other data or model in --out"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_run)
 
@@ -71,11 +80,6 @@ def _checkpoint_series(paths: list[str]) -> dict[int, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import json
-
-    import probekit as pk
-    from probekit import memorization
-    from probekit.fileio import write_bytes_atomic, write_text_atomic
     from probekit.inputs import read_data
 
     for flag, value in (("--prefix", args.prefix), ("--suffix", args.suffix)):
@@ -93,11 +97,22 @@ def _run(args: argparse.Namespace) -> int:
     members = read_data(args.data, "--data")
     nonmembers = read_data(args.nonmembers, "--nonmembers") if args.nonmembers else None
     checkpoints = _checkpoint_series(args.checkpoints) if args.checkpoints else None
-    if args.quiet:
-        from transformers.utils import logging as hf_logging
+    from probekit.activations import StaleStoreError
 
-        hf_logging.disable_progress_bar()
-    run = memorization.audit_all(
+    try:
+        run = _audit(args, members, nonmembers, checkpoints, out)
+    except StaleStoreError as err:
+        raise UsageError(
+            f"--out {args.out} holds an audit of another model, data or settings ({err}); "
+            "use --force to replace it, or another --out"
+        ) from None
+    return _write_outputs(args, run, out)
+
+
+def _audit(args: argparse.Namespace, members: Any, nonmembers: Any, checkpoints: Any, out: Path):
+    from probekit import memorization
+
+    return memorization.audit_all(
         args.model,  # a Hugging Face directory loads without booting a bridge
         members,
         nonmembers=nonmembers,
@@ -111,10 +126,21 @@ def _run(args: argparse.Namespace) -> int:
         k_percent=args.k_percent,
         lev_threshold=args.lev_threshold,
         out=out / "store",
+        resume=not args.force,
         redact=args.redact,
+        redact_key=None if args.redact_key is None else args.redact_key.encode(),
         progress=not args.quiet,
         names=(f"--data {args.data}", f"--nonmembers {args.nonmembers}"),
     )
+
+
+def _write_outputs(args: argparse.Namespace, run: Any, out: Path) -> int:
+    import io
+    import json
+
+    import probekit as pk
+    from probekit.fileio import write_bytes_atomic, write_text_atomic
+
     frame = run.frame
     audit_result = run.results[0]
     audit_result.description = (
@@ -122,9 +148,8 @@ def _run(args: argparse.Namespace) -> int:
         + (f"; non-members {args.nonmembers}" if args.nonmembers else "")
         + f". Greedy continuation of a {args.prefix}-token prefix compared with the true "
         f"{args.suffix}-token suffix; memorized = token Levenshtein < {args.lev_threshold:g}."
-        + (" Texts are redacted (sha256 prefix and length)." if args.redact else "")
+        + (" Texts are redacted (keyed hash prefix and length)." if args.redact else "")
     )
-    import io
 
     write_text_atomic(out / "table.csv", frame.to_csv(index=False))
     buffer = io.BytesIO()

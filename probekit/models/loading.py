@@ -57,6 +57,7 @@ def load(
     device: str | torch.device = "auto",
     dtype: torch.dtype | str | None = None,
     trust_pickle: bool = False,
+    strict: bool = True,
 ) -> nn.Module:
     """Load ``source`` into a hookable model.
 
@@ -66,6 +67,9 @@ def load(
         dtype: parameter dtype; None means float32.
         trust_pickle: allow ``.pt``/``.pth``/``.bin`` files that hold more than tensors and
             plain containers. Off by default: such files can run code when unpickled.
+        strict: refuse weight tensors the config does not describe (a Hugging Face directory
+            whose config disagrees with its weights). ``strict=False`` ignores them, as
+            transformers does; missing tensors and other shapes are refused either way.
 
     Returns:
         a ``transformer_lens`` ``TransformerBridge`` for transformers, with the tokenizer
@@ -96,7 +100,7 @@ def load(
 
         return HookedRNN.from_dir(path, device=device, dtype=dtype)
     if kind == "hf":
-        return _load_hf_dir(path, device, dtype, trust_pickle)
+        return _load_hf_dir(path, device, dtype, trust_pickle, strict)
     if kind == "tl-legacy":
         return _load_tl_legacy(path, device, dtype, trust_pickle)
     if kind == "nanogpt":
@@ -208,7 +212,7 @@ def _weight_files(path: Path) -> list[Path]:
 
 
 def _read_hf_dir(
-    path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool
+    path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool, strict: bool = True
 ) -> nn.Module:
     """The Hugging Face model of a directory, its weights checked against the config."""
     from transformers import AutoModelForCausalLM
@@ -221,8 +225,13 @@ def _read_hf_dir(
         )
     for file in files:
         _check_weights_file(file, trust_pickle)
+    where = files[0] if len(files) == 1 else f"{path} (weights)"
+    _check_hf_agreement(path, files, where, strict)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    # transformers' own "Loading weights" bar would leak into every command's output
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             path,
@@ -237,7 +246,8 @@ def _read_hf_dir(
         raise CheckpointError(f"{path}: cannot be loaded as a Hugging Face model: {err}") from err
     finally:
         hf_logging.set_verbosity(verbosity)
-    where = files[0] if len(files) == 1 else f"{path} (weights)"
+        if bars:
+            hf_logging.enable_progress_bar()
     for name, found, expected in sorted(info.get("mismatched_keys", ())):
         check_shape(where, name, tuple(expected), tuple(found))
     missing = sorted(info.get("missing_keys", ()))
@@ -251,10 +261,49 @@ def _read_hf_dir(
     return model.to(device=device).eval()
 
 
+def _check_hf_agreement(path: Path, files: list[Path], where: Any, strict: bool) -> None:
+    """Config and weight headers agree before anything is allocated (see
+    :mod:`probekit.models.agreement`): the model is built on the meta device to compare."""
+    from transformers import AutoModelForCausalLM
+
+    from probekit.models import agreement
+
+    raw = read_json(path / "config.json")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path / 'config.json'}: expected a JSON object")
+    headers = agreement.weight_headers(files)
+    agreement.check_weight_dtypes(headers, where)
+    agreement.check_config_sizes(raw, headers, path / "config.json")
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        skeleton, info = AutoModelForCausalLM.from_pretrained(
+            path,
+            local_files_only=True,
+            device_map="meta",
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            use_safetensors=files[0].suffix == ".safetensors",
+        )
+    except Exception as err:  # transformers and huggingface_hub raise many types for a bad config
+        message = str(err).strip().replace("\n", " ")
+        raise CheckpointError(f"{path}: cannot be read as a Hugging Face model: {message}") from err
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if was:
+            hf_logging.enable_progress_bar()
+    shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    agreement.check_loading_info(info, shapes, where, strict=strict)
+
+
 def _load_hf_dir(
-    path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool
+    path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool, strict: bool = True
 ) -> nn.Module:
-    model = _read_hf_dir(path, device, dtype, trust_pickle)
+    model = _read_hf_dir(path, device, dtype, trust_pickle, strict)
     return _bridge_from_hf_model(model, device, dtype, _maybe_tokenizer(path))
 
 
@@ -373,6 +422,11 @@ def _load_tl_legacy(
     weights = _tl_weights_file(path)
     state_dict = read_state_dict(weights, trust_pickle=trust_pickle)
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith((".mask", ".IGNORE"))}
+    from probekit.models import agreement
+
+    headers = {k: (tuple(v.shape), agreement.dtype_code(v.dtype)) for k, v in state_dict.items()}
+    agreement.check_weight_dtypes(headers, weights)
+    agreement.check_config_sizes(raw, headers, config_path)
     expected = tl_legacy_shapes(raw)
     for key, tensor in state_dict.items():
         if key not in expected:
@@ -464,6 +518,17 @@ def nanogpt_to_hf(ckpt: Mapping[str, Any], file: Path | str = "ckpt.pt") -> tupl
     if any(k not in args for k in need):
         raise CheckpointError(f"{file}: model_args lacks {[k for k in need if k not in args]}")
     sd = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    from probekit.models import agreement
+
+    headers = {
+        k: (tuple(v.shape), agreement.dtype_code(v.dtype))
+        for k, v in sd.items()
+        if isinstance(v, torch.Tensor)
+    }
+    agreement.check_weight_dtypes(headers, file)
+    sizes = {k: args[k] for k in need}
+    sizes["n_positions"] = sizes.pop("block_size")
+    agreement.check_config_sizes(sizes, headers, f"{file} model_args")
     d, n_layer = args["n_embd"], args["n_layer"]
     config = GPT2Config(
         n_layer=n_layer,

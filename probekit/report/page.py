@@ -88,7 +88,7 @@ nav.toc ol { margin: 0; padding-left: 1.5rem; }
 .table-wrap { overflow-x: auto; max-width: 100%; }
 .table-wrap.scroll { max-height: 36rem; overflow-y: auto; border-bottom: 1px solid var(--line); }
 table { border-collapse: collapse; font-size: 0.875rem; margin: 0.25rem 0; }
-th, td { border: 1px solid var(--line); padding: 0.3rem 0.6rem; text-align: left;
+th, td { unicode-bidi: isolate; border: 1px solid var(--line); padding: 0.3rem 0.6rem; text-align: left;
   vertical-align: top; }
 th { background: #eef1f4; font-weight: 600; position: sticky; top: 0; }
 tbody tr:nth-child(even) { background: var(--zebra); }
@@ -131,13 +131,19 @@ _BOOTSTRAP_JS = """
 # ----------------------------------------------------------------------------- escaping
 
 
+#: Bidirectional overrides and isolates, and zero-width characters: invisible, yet they can
+#: reorder or hide what a reader sees (a training text that reads as something else).
+_INVISIBLE_RE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
 def _clean(text: str) -> str:
-    """Replace lone surrogates (possible in decoded token text) so the page encodes as UTF-8."""
+    """Replace lone surrogates (possible in decoded token text) so the page encodes as UTF-8,
+    and show invisible bidi / zero-width characters as visible ``[U+202E]`` escapes."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = text.encode("utf-8", "replace").decode("utf-8")
-    return text
+    return _INVISIBLE_RE.sub(lambda m: f"[U+{ord(m.group(0)):04X}]", text)
 
 
 def _esc(value: Any) -> str:
