@@ -164,7 +164,7 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
         }
         metrics = json.loads((STEPWISE / "metrics.json").read_text())
         snaps[int(metrics["steps"])] = stepwise
-        fs = pk.stepwise.failure_split(snaps, graph, held)
+        fs = pk.stepwise.failure_split(snaps, graph, held[:: 3 if quick else 1])
         first_m = fs.summary["misstep_below_5pct_at"]
         first_p = fs.summary["planning_below_5pct_at"]
         verdicts["missteps_before_planning"] = {
@@ -180,7 +180,7 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
         sections.append(fs)
 
     # mechanism
-    mech = pk.stepwise.mechanism(stepwise, graph, held[:: 4 if quick else 2])
+    mech = pk.stepwise.mechanism(stepwise, graph, held[:: 6 if quick else 2])
     m = mech.summary
     verdicts["mechanism"] = {
         "rule_agreement": m["rule_agreement"],
