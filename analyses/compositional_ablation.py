@@ -38,7 +38,12 @@ import plotly.graph_objects as go
 import torch
 
 import probekit as pk
-from probekit.tasks.compositional import CompositionTask, greedy_generate
+from probekit.tasks.compositional import (
+    CompositionTask,
+    greedy_generate,
+    load_split,
+    teacher_forced_right,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "compfn"
@@ -49,8 +54,7 @@ def exact_match_metric(prompt_len: int):
     """metric(logits, tokens) -> [batch]: 1 where every output token's argmax is right."""
 
     def exact_match(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        pred = logits[:, prompt_len - 1 : -1].argmax(-1)
-        return (pred == tokens[:, prompt_len:]).all(1).float()
+        return teacher_forced_right(logits, tokens, prompt_len).all(1).float()
 
     return exact_match
 
@@ -58,12 +62,9 @@ def exact_match_metric(prompt_len: int):
 def _load_task(
     checkpoint: Path = CHECKPOINT,
 ) -> tuple[CompositionTask, dict[str, torch.Tensor], dict[str, Any]]:
-    record = json.loads((checkpoint / "split.json").read_text())
+    task, split = load_split(checkpoint)
     metrics = json.loads((checkpoint / "metrics.json").read_text())
-    task = CompositionTask(**record["task"])
-    splits = {k: torch.tensor(record[k], dtype=torch.long) for k in ("train", "heldout")}
-    splits["out_of_order"] = torch.tensor(record["out_of_order"], dtype=torch.long)
-    return task, splits, metrics
+    return task, split._asdict(), metrics
 
 
 def _format_comparison(
@@ -187,7 +188,7 @@ def analyse(quick: bool = False) -> list[Any]:
     for name, tokens in sets.items():
         with torch.no_grad():
             logits = model(tokens)
-        right = logits[:, task.prompt_len - 1 : -1].argmax(-1) == tokens[:, task.prompt_len :]
+        right = teacher_forced_right(logits, tokens, task.prompt_len)
         clean_rows.append(
             {
                 "compositions": name,

@@ -1,6 +1,6 @@
 """Did grid cells, and grid modules, emerge in the path-integrating grid-rnn?
 
-The study of seeds/abstracts.md §9 asks whether a network trained to path-integrate develops
+The study (after Sorscher et al. 2023, Neuron 111:121) asks whether a network trained to path-integrate develops
 grid cells organised in discrete modules of different spacing. Here the detector
 (``pk.grid``: rate maps, Banino grid scores, six-peak spacing and orientation, Gaussian-mixture
 modules) is run on
@@ -14,8 +14,8 @@ modules) is run on
    what the detector reports when modules are there.
 
 The page states what was measured, including when the trained network shows no grid cells or
-no modules. Built from the public API: pk.load, pk.grid, probekit.tasks.navigation and the
-grid-rnn recipe's rollout. Run alone: ``python analyses/grid_modules.py --out report/``.
+no modules. Built from the public API: pk.load, pk.grid and probekit.tasks.navigation (its
+network builder and rollout). Run alone: ``python analyses/grid_modules.py --out report/``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import plotly.graph_objects as go
 
 import probekit as pk
 from probekit.tasks import navigation
-from probekit.train import navigation as recipe_nav
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "grid-rnn"
@@ -39,7 +38,7 @@ SYNTHETIC_MODULES = [(0.25, 6.0), (0.35, 6.0), (0.5, 21.0)]
 
 
 def _network_modules(model: Any, n_traj: int, shuffles: int, seed: int, bins: int):
-    out = recipe_nav.rollout(model, n_traj, seed)
+    out = navigation.rollout(model, n_traj, seed)
     box = tuple(model.cfg.extra.get("box", navigation.DEFAULT_BOX))
     extent = navigation.extent_of(box)
     hidden, pos = out["hidden"], out["positions"]
@@ -55,13 +54,19 @@ def _network_modules(model: Any, n_traj: int, shuffles: int, seed: int, bins: in
 
 
 def _untrained_twin(model: Any) -> Any:
+    """The network at its initialisation: rebuilt from the seed and sizes on the card."""
     metrics = json.loads((CHECKPOINT / "metrics.json").read_text())
-    settings = dict(metrics["settings"])
-    settings.pop("steps", None)
-    settings["box"] = tuple(settings["box"])
-    recipe = recipe_nav.GridRNNRecipe(**settings)
-    twin, encoder = recipe_nav.grid_rnn_model(recipe, metrics["seed"])
-    return recipe_nav.attach_task_tensors(twin, encoder, model.place_centers, recipe)
+    s = metrics["settings"]
+    twin, encoder = navigation.navigation_rnn(s["hidden"], s["n_place"], metrics["seed"])
+    return navigation.attach_task_tensors(
+        twin,
+        encoder,
+        model.place_centers,
+        place_sigma=s["place_sigma"],
+        place_surround=s["place_surround"],
+        box=tuple(s["box"]),
+        seq_len=s["seq_len"],
+    )
 
 
 def _row(name: str, found: Any, err: float | None = None, start_err: float | None = None):

@@ -27,7 +27,6 @@ import torch
 import probekit as pk
 from probekit.edit.request import optimise_output_shift
 from probekit.tasks import knowledge_graph as kg
-from probekit.train.knowledge_graph import load_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "checkpoints" / "kg-ring"
@@ -70,7 +69,7 @@ def run(out: Path, quick: bool = False) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = pk.load(CHECKPOINT)
-    graph = load_graph(CHECKPOINT)
+    graph = kg.load_graph(CHECKPOINT)
     metrics = json.loads((CHECKPOINT / "metrics.json").read_text())
     n_layers = int(model.cfg.n_layers)
     layer = min(1, n_layers - 1)

@@ -1,16 +1,17 @@
 """Do BIMT-trained RNNs have anatomical as well as functional modules?
 
-The study of seeds/abstracts.md §10 (method: shared/specs/modularity.md) on the three shipped
-CTRNNs trained on the 20 cognitive tasks of Yang et al. 2019: ``cog-rnn-bimt`` (brain-inspired
-modular training: distance-weighted L1 plus position swaps), ``cog-rnn-l1`` (plain L1, same
-schedule) and ``cog-rnn-plain`` (no regulariser). For each model: task accuracy; task variance
-of every unit; functional clusters (k-means on normalised task variance, k by silhouette);
-anatomical modularity of those clusters (Newman Q of |W_rec|, fraction of |W_rec| within
-clusters, mean within-cluster distance of unit positions), each against 100 label shuffles; and
-cluster lesions (clusters x tasks accuracy drops). Positions: BIMT's learned position map; for
-the other two the same grid in unit order (they were never placed, so their locality is the
-control). The first section states whether BIMT gave higher anatomical modularity than both
-baselines at comparable performance, as measured here.
+The study of Yang et al. 2019's task-variance clusters and Liu, Gan & Tegmark 2023's
+brain-inspired modular training (BIMT) on the three shipped CTRNNs trained on the 20 cognitive
+tasks of Yang et al. 2019: ``cog-rnn-bimt`` (BIMT: distance-weighted L1 plus position swaps),
+``cog-rnn-l1`` (plain L1, same schedule) and ``cog-rnn-plain`` (no regulariser). For each model:
+task accuracy; task variance of every unit; functional clusters (k-means on normalised task
+variance, k by silhouette); anatomical modularity of those clusters (Newman Q of |W_rec|,
+fraction of |W_rec| within clusters, mean within-cluster distance of unit positions), each
+against 100 label shuffles; cluster lesions (clusters x tasks accuracy drops); and the wiring
+length, the |W_rec|-weighted mean distance between units. Positions: BIMT's learned position
+map; for the other two the same grid in unit order (they were never placed, so their locality
+is the control). The first section states whether BIMT gave higher anatomical modularity than
+both baselines at comparable performance, as measured here.
 
 Run alone: ``python analyses/rnn_modularity.py --out report/``; ``probekit demo`` runs it too.
 """
@@ -27,7 +28,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 import probekit as pk
-from probekit.train.cognitive import evaluate, grid_positions
+from probekit.tasks.cognitive import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("cog-rnn-bimt", "cog-rnn-l1", "cog-rnn-plain")
@@ -50,7 +51,7 @@ def _model_row(name: str, quick: bool) -> tuple[dict[str, Any], list[Any]]:
     positions = getattr(model, "positions", None)
     placed = positions is not None
     if positions is None:
-        positions = grid_positions(model.hidden_size, 16)
+        positions = pk.modularity.grid_positions(model.hidden_size, 16)
     anat = pk.modularity.anatomical(
         model.W_rec, clusters.labels, positions=positions, n_null=100, seed=0
     )
@@ -78,6 +79,7 @@ def _model_row(name: str, quick: bool) -> tuple[dict[str, Any], list[Any]]:
         "within_fraction_z": s["within_fraction_z"],
         "locality": s["locality"],
         "locality_z": s["locality_z"],
+        "wiring_length": float(pk.modularity.wiring_length(model.W_rec, positions)),
         "positions": "BIMT map" if placed else "grid, unit order",
         "lesion_max_drop": lesions.summary["max_drop"],
         "lesion_specificity": lesions.summary["mean_specificity"],

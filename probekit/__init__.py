@@ -28,7 +28,6 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "activations": ("probekit.activations", None),
     "report": ("probekit.report", None),
     "tasks": ("probekit.tasks", None),
-    "train": ("probekit.train", None),
     "probes": ("probekit.probes", None),
     "memorization": ("probekit.memorization", None),
     "ablation": ("probekit.ablation", None),
@@ -56,7 +55,6 @@ __all__ = [
     "shattering",
     "stepwise",
     "tasks",
-    "train",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover

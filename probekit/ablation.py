@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from probekit.models.runner import runner
+from probekit.report.page import Rendered
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -70,7 +71,7 @@ Metric = str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
-class AblationResult:
+class AblationResult(Rendered):
     """One row per ablated component.
 
     ``frame`` columns: ``layer``, ``head`` (``<NA>`` for whole-layer ablations; the group index
@@ -322,7 +323,7 @@ def _prefix_shared_scores(
     later group replays them into its start block. A block that returns a tuple (older
     transformers) cannot be stood in for by a tensor: then every group runs from the
     embedding."""
-    from tqdm.auto import tqdm
+    from probekit.progress import bar as progress_bar
 
     n, seq = inputs.shape
     n_layers = len({v.layer for v in variants})
@@ -331,7 +332,7 @@ def _prefix_shared_scores(
     scores = torch.empty(len(variants) + 1, n)
     # A block that returns a tuple (older transformers) cannot be stood in for by a tensor.
     bare = runner(model).blocks_return_tensors()
-    bar = tqdm(total=scores.numel(), desc="ablate", disable=not progress, leave=False)
+    bar = progress_bar(total=scores.numel(), desc="ablate", unit="row", enabled=progress)
     try:
         for lo in range(0, n, chunk):
             idx = torch.arange(lo, min(lo + chunk, n))
@@ -429,7 +430,7 @@ def _stacked_scores(
     """Scores ``[n_variants + 1, n]`` (clean first), every row run from the embedding: the
     variants stacked along the batch in chunks of ``batch_size`` rows (``batched``), or one
     variant per forward (the naive loop)."""
-    from tqdm.auto import tqdm
+    from probekit.progress import bar as progress_bar
 
     n = len(inputs)
     n_var = len(variants) + 1
@@ -444,7 +445,7 @@ def _stacked_scores(
             for part in torch.arange(v * n, (v + 1) * n).split(batch_size)
         ]
     scores = torch.empty(n_var * n)
-    for rows in tqdm(chunks, desc="ablate", disable=not progress, leave=False):
+    for rows in progress_bar(chunks, desc="ablate", enabled=progress):
         rv, ri = rows_variant[rows], rows_input[rows]
         scores[rows] = _forward_rows(model, rv, ri, inputs, variants, **forward)
     return scores.reshape(n_var, n)

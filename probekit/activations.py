@@ -40,6 +40,7 @@ from probekit.fileio import (
     save_safetensors_atomic,
     write_json_atomic,
 )
+from probekit.report.page import Rendered
 from probekit.validation import check_positive_int
 
 FORMAT = "probekit-activations"
@@ -999,7 +1000,7 @@ def _run(
     progress: bool,
     desc: str,
 ) -> None:
-    from tqdm.auto import tqdm
+    from probekit.progress import bar as progress_bar
 
     done = {s["start"]: s for s in manifest["shards"]}
     shard_size = manifest.get("shard_size")
@@ -1008,7 +1009,7 @@ def _run(
     buffer: dict[str, torch.Tensor] | None = None
     shard_start = cursor = 0
     skipping = False
-    bar = tqdm(total=source.n_items, unit="item", desc=desc, disable=not progress, leave=False)
+    bar = progress_bar(total=source.n_items, unit="item", desc=desc, enabled=progress)
     started = time.perf_counter()
     for batch in source.batches():
         n = len(batch.inputs)
@@ -1108,7 +1109,7 @@ def _close_shard(
 
 
 @dataclass
-class StoreSummary:
+class StoreSummary(Rendered):
     """What a store holds, as a report section: one row per stored tensor."""
 
     frame: Any

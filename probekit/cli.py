@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"probekit.commands.{name}").register(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--progress",
+            action="store_true",
+            help="progress bars even when stderr is not a terminal (a log file, CI)",
+        )
     return parser
 
 
@@ -56,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.progress:
+        os.environ["PROBEKIT_PROGRESS"] = "1"
     try:
         return int(args.handler(args) or 0)
     except (ValueError, TypeError, OSError, KeyError) as err:

@@ -45,6 +45,7 @@ from torch import Tensor
 
 from probekit.inputs import as_token_matrix
 from probekit.models.runner import Runner, runner
+from probekit.report.page import Rendered
 from probekit.stats.memorization import (
     auroc_rows,
     complexity,
@@ -102,7 +103,7 @@ SCORE_ORIENTATION: dict[str, int] = {
 
 
 @dataclass
-class AuditResult:
+class AuditResult(Rendered):
     """Per-sequence memorization scores.
 
     ``frame``: one row per input sequence, in input order (columns in the module docstring /
@@ -371,7 +372,7 @@ def _frame_of(result_or_frame: Any, name: str) -> pd.DataFrame:
 
 
 @dataclass
-class MembershipResult:
+class MembershipResult(Rendered):
     """Membership-inference evaluation, one row per score (oriented so higher = member)."""
 
     frame: pd.DataFrame
@@ -470,7 +471,7 @@ def membership(
 
 
 @dataclass
-class ScalingResult:
+class ScalingResult(Rendered):
     """P(memorized) against log2(repetitions): per-count table and fitted slopes."""
 
     frame: pd.DataFrame
@@ -574,7 +575,7 @@ def snapshot_series(model_dir: str | os.PathLike) -> dict[int, Path]:
 
 
 @dataclass
-class LatentResult:
+class LatentResult(Rendered):
     """Per sequence: edit distance (and CE) at every checkpoint and the Duan et al. label.
 
     ``frame``: one row per sequence: ``label`` (memorized / latent / control / other /
@@ -721,7 +722,7 @@ def latent(
 
 
 @dataclass
-class PerturbationResult:
+class PerturbationResult(Rendered):
     """Per sequence: lev without noise and the minimum lev over the weight-noise draws."""
 
     frame: pd.DataFrame
@@ -769,10 +770,10 @@ def perturbation_recovery(
     best_draw = torch.full_like(lev0, -1)
     params = [p for _, p in lm.named_parameters()]
     originals = [p.detach().clone() for p in params]
-    from tqdm.auto import tqdm
+    from probekit.progress import bar as progress_bar
 
     try:
-        for d in tqdm(range(draws), desc="perturb", disable=not progress, leave=False):
+        for d in progress_bar(range(draws), desc="perturb", unit="draw", enabled=progress):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + d)
             with torch.no_grad():
                 for p in params:

@@ -2,17 +2,21 @@
 
 Which question this answers: do the units of an RNN trained on many tasks form functional
 modules (groups of units that serve the same tasks), and are those modules also anatomical,
-i.e. wired together and placed together? Source: seeds/abstracts.md §10 (Yang et al. 2019's
-task-variance clustering; brain-inspired modular training, BIMT); method in
-``shared/specs/modularity.md``.
+i.e. wired together and placed together? Sources: Yang et al. 2019 (Nature Neuroscience
+22:297), task-variance clustering; Liu, Gan & Tegmark 2023 (Entropy 26:41), brain-inspired
+modular training (BIMT). The method in ``docs/modularity.md``.
 
-- :func:`task_variance` ``(model, tasks) -> [units, tasks]``: the variance of each unit's
-  activity across trials at each time step, averaged over the steps after the fixation-only
-  epoch (:func:`trial_variance` is the formula on one task's activity).
+- :func:`task_variance` ``(model or store, tasks) -> [units, tasks]``: the variance of each
+  unit's activity across trials at each time step, averaged over the steps after the
+  fixation-only epoch (:func:`trial_variance` is the formula on one task's activity). From a
+  live model, or from an activation store of the same trials
+  (:func:`probekit.tasks.cognitive.variance_data` builds them with their ``task_id`` and
+  ``step_mask`` extras).
 - :func:`cluster`: drop inactive units (summed variance below ``1e-3``), normalise each unit's
-  row (by its max or its sum), run k-means (``n_init = 20``) for every k in ``k_range``, keep the
-  k with the highest silhouette, order clusters by their preferred task; figures: the units x
-  tasks heatmap sorted by cluster, silhouette against k, t-SNE and UMAP maps of the units.
+  row (by its max or its sum), run k-means (scikit-learn's ``KMeans``, k-means++, ``n_init =
+  20``) for every k in ``k_range``, keep the k with the highest silhouette (scikit-learn's
+  ``silhouette_score``), order clusters by their preferred task; figures: the units x tasks
+  heatmap sorted by cluster, silhouette against k, t-SNE and UMAP maps of the units.
 - :func:`anatomical`: Newman modularity ``Q`` (:func:`newman_modularity`) of the symmetrised
   ``|W_rec|`` with a zero diagonal under the functional labels, the fraction of ``|W_rec|``
   within clusters (:func:`within_fraction`), the mean within-cluster distance between unit
@@ -20,11 +24,19 @@ task-variance clustering; brain-inspired modular training, BIMT); method in
 - :func:`lesion`: silence each cluster inside the recurrence (its units' hidden state set to 0 at
   every step) and measure the drop of each task's performance: clusters x tasks.
 
+The formulas are in :mod:`probekit.stats.modularity`, the figures in
+:mod:`probekit.report.figures.modularity`.
+
 Example::
 
     >>> import probekit as pk
     >>> model = pk.load("checkpoints/cog-rnn-bimt")                        # doctest: +SKIP
     >>> tv = pk.modularity.task_variance(model, n_trials=64)               # doctest: +SKIP
+    >>> from probekit.tasks import cognitive
+    >>> data = cognitive.variance_data(n_trials=64)                        # doctest: +SKIP
+    >>> store = pk.cache(model, data["inputs"], "hook_hidden", dtype=None,
+    ...                  extras=data["extras"], out="acts/")               # doctest: +SKIP
+    >>> tv = pk.modularity.task_variance(store)  # the same numbers         # doctest: +SKIP
     >>> clusters = pk.modularity.cluster(tv)                               # doctest: +SKIP
     >>> anat = pk.modularity.anatomical(model.W_rec, clusters.labels,
     ...                                 positions=model.positions)        # doctest: +SKIP
@@ -33,6 +45,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,9 +55,21 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from probekit.stats.modularity import (
+    grid_positions,
+    locality,
+    newman_modularity,
+    symmetric_graph,
+    trial_variance,
+    wiring_length,
+    within_fraction,
+)
+from probekit.validation import check_choice, check_int, check_positive_int
+
 if TYPE_CHECKING:  # pragma: no cover
     import plotly.graph_objects as go
 
+    from probekit.activations import ActivationStore
     from probekit.models.rnn import HookedRNN
 
 __all__ = [
@@ -54,157 +79,17 @@ __all__ = [
     "TaskVariance",
     "anatomical",
     "cluster",
-    "kmeans",
+    "grid_positions",
     "lesion",
     "locality",
     "newman_modularity",
-    "silhouette",
     "task_variance",
     "trial_variance",
+    "wiring_length",
     "within_fraction",
 ]
 
 INACTIVE_THRESHOLD = 1e-3
-
-
-# ----------------------------------------------------------------------------- formulas
-
-
-def trial_variance(activity: Tensor) -> Tensor:
-    """``[trials, time, units] -> [units]``: variance across trials at each step (population
-    variance, ``ddof = 0``), averaged over steps (Yang et al. 2019's task variance)."""
-    if activity.ndim != 3:
-        raise ValueError(f"activity must be [trials, time, units], got {tuple(activity.shape)}")
-    return activity.double().var(dim=0, unbiased=False).mean(dim=0)
-
-
-def _one_hot(labels: Tensor, n_clusters: int) -> Tensor:
-    """``[..., n] -> [..., n, k]`` float one-hot."""
-    return torch.nn.functional.one_hot(labels, n_clusters).double()
-
-
-def _symmetric_graph(weights: Tensor) -> Tensor:
-    a = weights.detach().double().abs()
-    a = (a + a.T) / 2
-    return a.fill_diagonal_(0.0)
-
-
-def newman_modularity(adjacency: Tensor, labels: Tensor) -> Tensor:
-    """Newman modularity of a weighted undirected graph under one or many partitions.
-
-    ``Q = (1 / 2m) sum_ij [A_ij - k_i k_j / 2m] delta(c_i, c_j)``, ``k_i = sum_j A_ij``,
-    ``2m = sum_ij A_ij`` (Newman 2006; networkx's ``community.modularity`` with resolution 1).
-
-    Args:
-        adjacency: symmetric ``[n, n]`` non-negative weights.
-        labels: ``[n]`` or ``[batch, n]`` integer cluster ids ``0..k-1``.
-
-    Returns:
-        a scalar, or ``[batch]`` for a batch of partitions.
-    """
-    a = adjacency.double()
-    c = _one_hot(labels.long(), int(labels.max()) + 1)  # [..., n, k]
-    two_m = a.sum()
-    degree = a.sum(1)
-    within = torch.einsum("...ik,ij,...jk->...", c, a, c)
-    expected = ((degree @ c) ** 2).sum(-1) / two_m  # sum_k (sum_{i in k} k_i)^2 / 2m
-    return (within - expected) / two_m
-
-
-def within_fraction(weights: Tensor, labels: Tensor) -> Tensor:
-    """Fraction of ``sum_{i != j} |W_ij|`` between units of the same cluster; ``labels`` is
-    ``[n]`` or ``[batch, n]``."""
-    a = weights.detach().double().abs().fill_diagonal_(0.0)
-    c = _one_hot(labels.long(), int(labels.max()) + 1)
-    return torch.einsum("...ik,ij,...jk->...", c, a, c) / a.sum()
-
-
-def locality(positions: Tensor, labels: Tensor) -> Tensor:
-    """Mean distance between the positions of two distinct units of the same cluster
-    (``[n, d]`` positions; ``labels`` ``[n]`` or ``[batch, n]``); lower is more local."""
-    d = torch.cdist(positions.double(), positions.double())
-    c = _one_hot(labels.long(), int(labels.max()) + 1)
-    total = torch.einsum("...ik,ij,...jk->...", c, d, c)
-    sizes = c.sum(-2)
-    pairs = (sizes * (sizes - 1)).sum(-1)
-    return total / pairs
-
-
-def kmeans(
-    x: Tensor, k: int, n_init: int = 20, seed: int = 0, max_iter: int = 300
-) -> tuple[Tensor, float]:
-    """k-means (k-means++ initialisation, Lloyd iterations), all ``n_init`` restarts batched.
-
-    Args:
-        x: ``[n, d]`` points.
-        k: number of clusters (``1 <= k <= n``).
-        n_init: restarts; the one with the lowest inertia is returned.
-        seed: seed of the initialisations.
-
-    Returns:
-        ``(labels [n], inertia)``, inertia the sum of squared distances to the centres.
-    """
-    x = x.double()
-    n = x.shape[0]
-    gen = torch.Generator().manual_seed(seed)
-    first = torch.randint(n, (n_init,), generator=gen)
-    centres = x[first][:, None, :]  # [R, 1, d]
-    closest = ((x[None] - centres) ** 2).sum(-1)  # [R, n] squared distance to nearest centre
-    for _ in range(1, k):
-        weights = closest.clamp_min(0) + 1e-300
-        pick = torch.multinomial(weights, 1, generator=gen)[:, 0]  # [R]
-        new = x[pick][:, None, :]
-        centres = torch.cat([centres, new], dim=1)
-        closest = torch.minimum(closest, ((x[None] - new) ** 2).sum(-1))
-    assign = None
-    for _ in range(max_iter):
-        d2 = torch.cdist(x[None].expand(n_init, -1, -1), centres) ** 2  # [R, n, k]
-        new_assign = d2.argmin(-1)
-        if assign is not None and torch.equal(new_assign, assign):
-            break
-        assign = new_assign
-        onehot = torch.nn.functional.one_hot(assign, k).double()  # [R, n, k]
-        counts = onehot.sum(1)  # [R, k]
-        sums = onehot.transpose(1, 2) @ x  # [R, k, d]
-        filled = counts > 0
-        centres = torch.where(filled[..., None], sums / counts.clamp_min(1)[..., None], centres)
-    d2 = torch.cdist(x[None].expand(n_init, -1, -1), centres) ** 2
-    assign = d2.argmin(-1)
-    inertia = d2.min(-1).values.sum(-1)  # [R]
-    best = int(inertia.argmin())
-    return assign[best], float(inertia[best])
-
-
-def silhouette(x: Tensor, labels: Tensor) -> float:
-    """Mean silhouette ``(b_i - a_i) / max(a_i, b_i)`` with Euclidean distances (Rousseeuw 1987;
-    as ``sklearn.metrics.silhouette_score``): ``a_i`` the mean distance to the other members of
-    ``i``'s cluster, ``b_i`` the lowest mean distance to another cluster; 0 for singletons."""
-    x = x.double()
-    d = torch.cdist(x, x)
-    onehot = _one_hot(labels.long(), int(labels.max()) + 1)  # [n, k]
-    counts = onehot.sum(0)
-    sums = d @ onehot  # [n, k]
-    own = onehot.bool()
-    size = counts[labels]
-    a = sums[own] / (size - 1).clamp_min(1)
-    mean_other = (sums / counts.clamp_min(1)).masked_fill(own | (counts == 0), float("inf"))
-    b = mean_other.min(1).values
-    s = (b - a) / torch.maximum(a, b)
-    s = torch.where(size > 1, s, torch.zeros_like(s))
-    return float(torch.nan_to_num(s, nan=0.0).mean())
-
-
-# ----------------------------------------------------------------------------- plotting helpers
-
-
-def _heatmap(
-    z: np.ndarray, x: Sequence[str], y: Sequence[str], title: str, colorscale: str = "Viridis"
-) -> go.Figure:
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Heatmap(z=z, x=list(x), y=list(y), colorscale=colorscale))
-    fig.update_layout(title=title)
-    return fig
 
 
 def _task_labels(tasks: Sequence[str]) -> list[str]:
@@ -250,19 +135,13 @@ class TaskVariance:
         }
 
     def figures(self) -> list[go.Figure]:
-        order = np.argsort(-self.values.sum(1))
-        return [
-            _heatmap(
-                self.values[order],
-                _task_labels(self.tasks),
-                [str(u) for u in order],
-                "Task variance (units sorted by total variance)",
-            )
-        ]
+        from probekit.report.figures.modularity import task_variance_heatmap
+
+        return [task_variance_heatmap(self.values, _task_labels(self.tasks))]
 
 
 def task_variance(
-    model: HookedRNN,
+    model: HookedRNN | ActivationStore | str | os.PathLike,
     tasks: Sequence[str] | None = None,
     *,
     n_trials: int = 128,
@@ -273,44 +152,94 @@ def task_variance(
     """Task variance ``[units, tasks]`` of a model trained on :mod:`probekit.tasks.cognitive`.
 
     For each task, ``n_trials`` trials with fixed epoch timing (so that every step compares
-    like epochs across trials) run through ``model.run_with_cache``; the variance across trials
-    of ``hook`` (default the hidden state) at each step from the first stimulus on, averaged
-    over those steps, is the unit's variance for that task (:func:`trial_variance`).
+    like epochs across trials; :func:`probekit.tasks.cognitive.variance_trial_sets`); the
+    variance across trials of ``hook`` (default the hidden state) at each step from the first
+    stimulus on, averaged over those steps, is the unit's variance for that task
+    (:func:`trial_variance`).
 
     Args:
-        model: a ``HookedRNN`` with 53 inputs (the cognitive-task encoding).
-        tasks: task keys (default all 20).
+        model: a ``HookedRNN`` with 53 inputs (the cognitive-task encoding), run here; or an
+            :class:`~probekit.activations.ActivationStore` (or its directory) holding ``hook``
+            ``[N, T, units]`` for such trials with the extras ``task_id [N]`` and
+            ``step_mask [N, T]`` (:func:`probekit.tasks.cognitive.variance_data`). From a
+            store, ``n_trials``, ``seed`` and ``noise`` are those the store was built with and
+            the arguments are ignored; cache with ``dtype=None`` for the live model's numbers.
+        tasks: task keys (default all 20; from a store, all it holds, in its order).
         n_trials: trials per task (>= 2).
         seed: seed of the trials.
         noise: input noise std (default 0: variance from the stimuli alone).
         hook: a per-step hook point of the model.
     """
+    if isinstance(model, (str, os.PathLike)) or _is_store(model):
+        return _task_variance_from_store(model, tasks, hook)
     from probekit.tasks import cognitive
 
-    tasks = list(cognitive.TASKS if tasks is None else tasks)
-    if not tasks:
-        raise ValueError("tasks must name at least one task")
-    if n_trials < 2:
-        raise ValueError(f"n_trials must be >= 2, got {n_trials}")
+    check_int("n_trials", n_trials, low=2)
     if getattr(model, "input_size", None) != cognitive.N_INPUT:
         raise ValueError(
             f"model must take the {cognitive.N_INPUT} cognitive-task inputs, got "
             f"input_size={getattr(model, 'input_size', None)}"
         )
-    if hook not in model.step_hook_names:
-        raise ValueError(f"hook must be one of {model.step_hook_names}, got {hook!r}")
-    gen = torch.Generator().manual_seed(seed)
-    columns = []
+    check_choice("hook", hook, model.step_hook_names)
+    names, columns = [], []
+    sets = cognitive.variance_trial_sets(tasks, n_trials, seed, noise, dtype=model.dtype)
     with torch.no_grad():
-        for task in tasks:
-            trials = cognitive.generate(
-                task, n_trials, seed=gen, noise=noise, fixed_timing=True, dtype=model.dtype
-            )
+        for task, trials in sets:
             _, cache = model.run_with_cache(trials.inputs, names_filter=hook)
-            start = int(trials.stim_on[0])
-            columns.append(trial_variance(cache[hook][:, start:]))
+            steps = cognitive.variance_steps(trials)
+            columns.append(trial_variance(cache[hook][:, steps.to(cache[hook].device)]))
+            names.append(task)
     values = torch.stack(columns, dim=1).cpu().numpy()
-    return TaskVariance(values=values, tasks=tasks, hook=hook, n_trials=n_trials)
+    return TaskVariance(values=values, tasks=names, hook=hook, n_trials=n_trials)
+
+
+def _is_store(obj: Any) -> bool:
+    from probekit.activations import ActivationStore
+
+    return isinstance(obj, ActivationStore)
+
+
+def _task_variance_from_store(
+    store: ActivationStore | str | os.PathLike, tasks: Sequence[str] | None, hook: str
+) -> TaskVariance:
+    """Task variance from cached activations of :func:`~probekit.tasks.cognitive.variance_data`
+    trials: per task id, the variance across its items at each masked step."""
+    from probekit.activations import ActivationStore
+    from probekit.tasks import cognitive
+
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore.open(store)
+    for name in (hook, "task_id", "step_mask"):
+        if name not in store:
+            raise ValueError(
+                f"store must hold {name!r} (cache hook_hidden with the extras of "
+                "probekit.tasks.cognitive.variance_data); it holds "
+                f"{store.names + store.extras}"
+            )
+    task_id = store["task_id"].long().flatten()
+    step_mask = store["step_mask"].bool()
+    present = list(dict.fromkeys(task_id.tolist()))  # task ids in the store's order
+    known = [cognitive.TASKS[i] for i in present]
+    if tasks is None:
+        tasks = known
+    else:
+        tasks = list(tasks)
+        missing = [t for t in tasks if t not in known]
+        if missing:
+            raise ValueError(f"tasks {missing} are not in the store; it holds {known}")
+    acts = store[hook]
+    columns, counts = [], []
+    for task in tasks:
+        rows = torch.nonzero(task_id == cognitive.TASKS.index(task)).flatten()
+        steps = step_mask[rows[0]]
+        if not bool((step_mask[rows] == steps).all()):
+            raise ValueError(f"the items of task {task!r} must share their step_mask")
+        if len(rows) < 2:
+            raise ValueError(f"task {task!r} needs at least 2 trials in the store, got 1")
+        columns.append(trial_variance(acts[rows][:, steps]))
+        counts.append(len(rows))
+    values = torch.stack(columns, dim=1).numpy()
+    return TaskVariance(values=values, tasks=tasks, hook=hook, n_trials=min(counts))
 
 
 # ----------------------------------------------------------------------------- clustering
@@ -412,40 +341,43 @@ class ClusterResult:
         return self._maps[method]
 
     def figures(self) -> list[go.Figure]:
-        import plotly.graph_objects as go
+        from probekit.report.figures.modularity import cluster_figures
 
-        order = np.argsort(self.labels[self.active], kind="stable")
-        units = np.flatnonzero(self.active)[order]
-        names = _task_labels(self.tasks)
-        heat = _heatmap(
-            self.normalized[order],
-            names,
-            [f"{u} (c{self.labels[u]})" for u in units],
-            f"Normalised task variance, units sorted by cluster (k = {self.k})",
+        return cluster_figures(
+            self.normalized,
+            self.labels,
+            self.active,
+            self.k,
+            self.silhouettes,
+            _task_labels(self.tasks),
+            self.preferred_task,
+            self.normalize,
+            {method: self.embedding(method) for method in self.embeddings},
         )
-        ks = sorted(self.silhouettes)
-        sil = go.Figure(go.Scatter(x=ks, y=[self.silhouettes[k] for k in ks], mode="lines+markers"))
-        sil.update_layout(title="Silhouette score against k", xaxis_title="k", yaxis_title="score")
-        figs = [heat, sil]
-        hover = [f"unit {u}, cluster {self.labels[u]}" for u in np.flatnonzero(self.active)]
-        for method in self.embeddings:
-            xy = self.embedding(method)
-            fig = go.Figure()
-            labels = self.labels[self.active]
-            for c in range(self.k):
-                sel = labels == c
-                fig.add_trace(
-                    go.Scattergl(
-                        x=xy[sel, 0],
-                        y=xy[sel, 1],
-                        mode="markers",
-                        name=f"cluster {c}: {names[self.preferred_task[c]]}",
-                        text=[h for h, s in zip(hover, sel, strict=True) if s],
-                    )
-                )
-            fig.update_layout(title=f"{method.upper()} of units, coloured by cluster")
-            figs.append(fig)
-        return figs
+
+
+def _kmeans_silhouettes(
+    x: np.ndarray, ks: Sequence[int], n_init: int, seed: int
+) -> tuple[dict[int, float], dict[int, np.ndarray]]:
+    """k-means labels and mean silhouette of ``x [n, d]`` for each k (scikit-learn's ``KMeans``
+    with k-means++ and ``n_init`` restarts, ``silhouette_score``, Euclidean), on one thread."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+    from threadpoolctl import threadpool_limits
+
+    silhouettes: dict[int, float] = {}
+    fits: dict[int, np.ndarray] = {}
+    # one thread: on a shared small CPU OpenMP's spinning threads cost more than they give
+    with threadpool_limits(1):
+        for k in ks:
+            fit = KMeans(k, n_init=n_init, random_state=seed).fit(x).labels_
+            # relabel to 0..m-1 in case a cluster came out empty
+            _, fit = np.unique(fit, return_inverse=True)
+            if fit.max() < 1:
+                continue
+            silhouettes[k] = float(silhouette_score(x, fit))
+            fits[k] = fit.astype(np.int64)
+    return silhouettes, fits
 
 
 def cluster(
@@ -464,8 +396,8 @@ def cluster(
         task_variance: a :class:`TaskVariance` or an array ``[units, tasks]``.
         k_range: numbers of clusters to try; values above ``active units - 1`` are skipped.
         normalize: ``"max"`` or ``"sum"``: what each unit's row is divided by.
-        seed: k-means and embedding seed.
-        n_init: k-means restarts per k.
+        seed: k-means (``random_state``) and embedding seed.
+        n_init: k-means restarts per k (the best inertia is kept).
         tasks: column names (default those of a :class:`TaskVariance`, else ``task0..``).
         embeddings: which 2-D maps :meth:`ClusterResult.figures` draws (``"tsne"``, ``"umap"``).
 
@@ -500,17 +432,7 @@ def cluster(
             f"k_range must contain a k in 2..{len(x) - 1} ({len(x)} active units), got "
             f"{list(k_range)}"
         )
-    silhouettes: dict[int, float] = {}
-    fits: dict[int, np.ndarray] = {}
-    xt = torch.as_tensor(x)
-    for k in ks:
-        fit, _ = kmeans(xt, k, n_init=n_init, seed=seed)
-        if len(torch.unique(fit)) < 2:
-            continue
-        # relabel to 0..m-1 in case a restart left a cluster empty
-        _, fit = torch.unique(fit, return_inverse=True)
-        silhouettes[k] = silhouette(xt, fit)
-        fits[k] = fit.numpy()
+    silhouettes, fits = _kmeans_silhouettes(x, ks, check_positive_int("n_init", n_init), seed)
     if not silhouettes:
         raise ValueError("no k in k_range gave two or more distinct clusters")
     best = max(silhouettes, key=lambda k: (silhouettes[k], -k))
@@ -604,42 +526,11 @@ class AnatomicalResult:
         )
 
     def figures(self) -> list[go.Figure]:
-        import plotly.graph_objects as go
+        from probekit.report.figures.modularity import anatomical_figures
 
-        figs = []
-        order = np.argsort(self.labels, kind="stable")
-        names = [f"{u} (c{c})" for u, c in zip(self.units[order], self.labels[order], strict=True)]
-        figs.append(
-            _heatmap(
-                self.adjacency[np.ix_(order, order)],
-                names,
-                names,
-                "Symmetrised |W_rec|, units sorted by cluster",
-                colorscale="Blues",
-            )
+        return anatomical_figures(
+            self.adjacency, self.labels, self.units, self.observed, self.null, self.positions
         )
-        for name, value in self.observed.items():
-            fig = go.Figure(go.Histogram(x=self.null[name], name="shuffled labels"))
-            fig.add_vline(x=value, line_color="red", annotation_text="observed")
-            fig.update_layout(title=f"{name}: observed against {self.n_null} label shuffles")
-            figs.append(fig)
-        if self.positions is not None:
-            fig = go.Figure()
-            for c in np.unique(self.labels):
-                sel = self.labels == c
-                fig.add_trace(
-                    go.Scatter(
-                        x=self.positions[sel, 0],
-                        y=self.positions[sel, 1],
-                        mode="markers",
-                        marker={"size": 12},
-                        name=f"cluster {c}",
-                        text=[f"unit {u}" for u in self.units[sel]],
-                    )
-                )
-            fig.update_layout(title="Unit positions coloured by functional cluster")
-            figs.append(fig)
-        return figs
 
 
 def anatomical(
@@ -675,8 +566,7 @@ def anatomical(
     keep = lab >= 0
     if int(keep.sum()) < 2:
         raise ValueError("labels must assign at least two units to clusters (>= 0)")
-    if n_null < 1:
-        raise ValueError(f"n_null must be >= 1, got {n_null}")
+    check_positive_int("n_null", n_null)
     units = torch.nonzero(keep).flatten()
     w = w.double()[units][:, units]
     # relabel to 0..k-1 so one-hot widths are tight
@@ -691,7 +581,7 @@ def anatomical(
                 f"positions must be [units, d] with units = {len(keep)}, got {tuple(pos.shape)}"
             )
         pos = pos[units]
-    adjacency = _symmetric_graph(w)
+    adjacency = symmetric_graph(w)
     gen = torch.Generator().manual_seed(seed)
     shuffled = torch.stack([lab[torch.randperm(len(lab), generator=gen)] for _ in range(n_null)])
     observed = {
@@ -768,17 +658,10 @@ class LesionResult:
         }
 
     def figures(self) -> list[go.Figure]:
+        from probekit.report.figures.modularity import lesion_heatmap
+
         return [
-            _heatmap(
-                self.drop,
-                _task_labels(self.tasks),
-                [
-                    f"cluster {c} ({n} units)"
-                    for c, n in zip(self.clusters, self.cluster_sizes, strict=True)
-                ],
-                "Accuracy drop after silencing each cluster",
-                colorscale="Reds",
-            )
+            lesion_heatmap(self.drop, _task_labels(self.tasks), self.clusters, self.cluster_sizes)
         ]
 
 

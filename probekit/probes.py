@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from probekit.report.page import Rendered
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
@@ -32,7 +34,7 @@ __all__ = ["ProbeResult", "linear", "split_items"]
 
 
 @dataclass
-class ProbeResult:
+class ProbeResult(Rendered):
     """One row per (hook, label).
 
     ``frame`` columns: ``hook``, ``layer`` (the hook's index in the order given), ``label``,

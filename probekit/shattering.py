@@ -27,7 +27,6 @@ Example::
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 
 from probekit.report.figures.shattering import project, projection_figure, sweep_figures
+from probekit.report.page import Rendered
 from probekit.stats.shattering import correlation, distortion, pairwise_distances
 
 __all__ = [
@@ -188,7 +188,7 @@ def accuracy(
 
 
 @dataclass
-class ShatteringResult:
+class ShatteringResult(Rendered):
     """One edit. ``frame``: one row per subgraph (R, R normalised); ``accuracy``: one row per
     evaluation (before, after, drop); ``summary``: the headline numbers."""
 
@@ -379,7 +379,7 @@ def kg_edits(
 
 
 @dataclass
-class SweepResult:
+class SweepResult(Rendered):
     """Many edits. ``frame``: one row per edit; ``summary``: R per (method, d), r and r^2."""
 
     frame: pd.DataFrame
@@ -507,9 +507,10 @@ def sweep(
     }
     saved = pk_edit.mlp_weights(work, all_layers)
     rows = []
+    from probekit.progress import bar as progress_bar
+
     total = sum(len(v) for v in edits.values()) * len(methods)
-    start = time.perf_counter()
-    done = 0
+    bar = progress_bar(total=total, desc="shatter", unit="edit", enabled=progress)
     for method in methods:
         kwargs = dict(edit_kwargs.get(method, {}))
         for d, items in edits.items():
@@ -558,13 +559,7 @@ def sweep(
                 row["drop"] = row["acc_before"] - row["acc_after"]
                 rows.append(row)
                 pk_edit.set_mlp_weights(work, saved)
-                done += 1
-                if progress:
-                    elapsed = time.perf_counter() - start
-                    print(
-                        f"\rshatter: {done}/{total} edits, {elapsed:.0f} s",
-                        end="" if done < total else "\n",
-                        flush=True,
-                    )
+                bar.update(1)
+    bar.close()
     frame = pd.DataFrame(rows)
     return SweepResult(frame, summarise_sweep(frame))

@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage, stats
 
 import probekit.grid as grid
+from probekit.tasks.grid_population import grid_field
 
 BOX = ((0.0, 1.0), (0.0, 1.0))
 
@@ -19,7 +20,7 @@ def _lattice(kind: str, spacing: float = 0.3, orientation: float = 0.0, bins: in
     gx, gy = np.meshgrid(xs, xs)
     xy = np.stack([gx, gy], -1)
     if kind == "hex":
-        return grid._grid_field(xy, spacing, orientation, np.array([0.5, 0.5]))
+        return grid_field(xy, spacing, orientation, np.array([0.5, 0.5]))
     k = 2 * math.pi / spacing
     return np.cos(k * gx) + np.cos(k * gy)
 

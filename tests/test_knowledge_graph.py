@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from probekit.tasks import knowledge_graph as kg
-from probekit.train.knowledge_graph import KGRingRecipe, build_kg_ring, load_graph
+from probekit.tasks.knowledge_graph import load_graph
+from probekit.train.knowledge_graph import KGRingRecipe, build_kg_ring
 
 
 @pytest.fixture(scope="module")

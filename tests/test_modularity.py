@@ -40,20 +40,29 @@ def test_planted_blocks_are_clustered_back():
     assert result.silhouette == max(result.silhouettes.values())
 
 
-def test_kmeans_and_silhouette_match_scikit_learn():
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
+def _silhouette_by_hand(x: np.ndarray, labels: np.ndarray) -> float:
+    """Rousseeuw's mean silhouette from its definition, one point at a time."""
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    scores = []
+    for i in range(len(x)):
+        own = labels == labels[i]
+        if own.sum() == 1:
+            scores.append(0.0)
+            continue
+        a = d[i, own].sum() / (own.sum() - 1)
+        b = min(d[i, labels == c].mean() for c in np.unique(labels) if c != labels[i])
+        scores.append((b - a) / max(a, b))
+    return float(np.mean(scores))
 
-    rng = np.random.default_rng(0)
-    x = np.vstack([rng.normal(c, 0.4, (30, 5)) for c in range(4)])
-    labels, inertia = mod.kmeans(torch.as_tensor(x), 4, n_init=10, seed=0)
-    ref = KMeans(4, n_init=10, random_state=0).fit(x)
-    assert inertia == pytest.approx(ref.inertia_, rel=1e-9)
-    assert adjusted_rand_score(ref.labels_, labels.numpy()) == 1.0
-    for k in (2, 3, 6):
-        lab, _ = mod.kmeans(torch.as_tensor(x), k, n_init=3, seed=1)
-        expected = silhouette_score(x, lab.numpy())
-        assert mod.silhouette(torch.as_tensor(x), lab) == pytest.approx(expected, abs=1e-8)
+
+def test_cluster_scores_each_k_by_the_silhouette_of_its_kmeans_labels():
+    tv, truth = _planted_population(n_per=12, n_clusters=4, n_tasks=10, seed=2)
+    result = mod.cluster(tv, k_range=[3, 4, 5], seed=0, n_init=4, embeddings=())
+    assert result.k == 4
+    x, labels = result.normalized, result.labels[result.active]
+    assert result.silhouette == pytest.approx(_silhouette_by_hand(x, labels), abs=1e-10)
+    # k-means on well-separated blobs: the planted partition, whatever the label names
+    assert adjusted_rand_score(truth, result.labels[:-7]) == 1.0
 
 
 def test_sum_normalisation_and_input_checks():
@@ -191,6 +200,52 @@ def test_task_variance_matches_a_hand_computation():
         expected = np.mean(np.var(act, axis=0), axis=0)  # numpy: population variance
         np.testing.assert_allclose(tv.values[:, j], expected, rtol=1e-9, atol=1e-12)
     assert tv.summary["n_units"] == 12 and np.asarray(tv).shape == (12, 3)
+
+
+def test_task_variance_from_a_store_opened_in_a_fresh_process_equals_the_live_model(tmp_path):
+    import subprocess
+    import sys
+
+    model = _cog_model()
+    tasks = ["go", "dm1", "dms"]  # three trial lengths: the shorter ones are padded
+    live = mod.task_variance(model, tasks, n_trials=8, seed=5)
+    data = cog.variance_data(tasks, n_trials=8, seed=5, dtype=torch.float64)
+    assert (
+        data["tasks"] == tasks
+        and data["extras"]["task_id"].tolist()
+        == [0] * 8 + [cog.TASKS.index("dm1")] * 8 + [cog.TASKS.index("dms")] * 8
+    )
+    out = tmp_path / "acts"
+    # batches of 5 cut across tasks: batching must not matter either
+    pk.cache(
+        model,
+        data["inputs"],
+        "hook_hidden",
+        out=out,
+        extras=data["extras"],
+        dtype=None,
+        batch_size=5,
+        device="cpu",
+        progress=False,
+    )
+    code = (
+        "import sys, numpy as np, probekit as pk; "
+        "tv = pk.modularity.task_variance(sys.argv[1]); "
+        "np.save(sys.argv[2], tv.values); print(','.join(tv.tasks), tv.n_trials)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(tmp_path / "tv.npy")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert run.stdout.split() == [",".join(tasks), "8"]
+    np.testing.assert_allclose(np.load(tmp_path / "tv.npy"), live.values, rtol=1e-9, atol=1e-12)
+    # a subset of the stored tasks, by name; a task the store lacks is refused
+    part = mod.task_variance(pk.ActivationStore.open(out), ["dms", "go"])
+    np.testing.assert_allclose(part.values, live.values[:, [2, 0]], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="not in the store"):
+        mod.task_variance(out, ["anti"])
 
 
 def test_lesion_silences_only_targeted_units_inside_the_recurrence():

@@ -130,10 +130,47 @@ def test_build_grid_rnn_writes_a_loadable_checkpoint(tmp_path):
     assert model.encoder.shape == (12, 24) and model.place_centers.shape == (24, 2)
     start = torch.tensor([[0.2, -0.4]])
     code = navigation.place_code(start, model.place_centers)
-    torch.testing.assert_close(nav_recipe.initial_state(model, start), 24 * code @ model.encoder.T)
+    torch.testing.assert_close(navigation.initial_state(model, start), 24 * code @ model.encoder.T)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["trained"]["n_units"] == 12 and saved["steps"] == 2
     assert metrics["verdict"] in (out / "card.md").read_text()
+
+
+def _tiny_navigation_net():
+    model, encoder = navigation.navigation_rnn(12, 24, seed=3)
+    centers = navigation.place_cell_centers(24, seed=4)
+    return navigation.attach_task_tensors(
+        model, encoder, centers, place_sigma=0.12, place_surround=2.0, box=(2.2, 2.2), seq_len=15
+    )
+
+
+def test_rollout_is_the_model_run_from_the_encoded_start_on_the_seeded_trajectories():
+    model = _tiny_navigation_net()
+    out = navigation.rollout(model, 7, seed=11)
+    traj = navigation.trajectories(7, 15, seed=11)
+    torch.testing.assert_close(out["positions"], traj.positions)
+    h0 = 24 * navigation.place_code(traj.start, model.place_centers) @ model.encoder.T
+    logits, cache = model.run_with_cache(traj.velocity, h0, names_filter="hook_hidden")
+    torch.testing.assert_close(out["hidden"], cache["hook_hidden"])
+    torch.testing.assert_close(out["logits"], logits)
+    assert out["target"].shape == (7, 15, 24)
+
+
+def test_ratemaps_from_a_cached_rollout_equal_those_of_the_live_rollout(tmp_path):
+    model = _tiny_navigation_net()
+    live = navigation.rollout(model, 40, seed=2)
+    store = navigation.cache_rollout(model, 40, seed=2, out=tmp_path / "rollout", batch_size=16)
+    store = pk.ActivationStore.open(tmp_path / "rollout")  # from disk, as a later session would
+    assert {"positions", "start", "target"} <= set(store.extras)
+    torch.testing.assert_close(store["hook_hidden"], live["hidden"])
+    torch.testing.assert_close(store["positions"], live["positions"])
+    extent = navigation.extent_of((2.2, 2.2))
+    from_store = pk.grid.ratemaps(store["hook_hidden"], store["positions"], bins=8, extent=extent)
+    from_live = pk.grid.ratemaps(live["hidden"], live["positions"], bins=8, extent=extent)
+    np.testing.assert_array_equal(from_store, from_live)
+    # the same call resumes from the complete store instead of running again
+    again = navigation.cache_rollout(model, 40, seed=2, out=tmp_path / "rollout", batch_size=16)
+    assert again.meta["data_fingerprint"] == store.meta["data_fingerprint"]
 
 
 # ----------------------------------------------------------------------------- shipped checkpoint
@@ -142,7 +179,7 @@ def test_build_grid_rnn_writes_a_loadable_checkpoint(tmp_path):
 def test_shipped_grid_rnn_path_integrates_as_its_card_says():
     metrics = json.loads((SHIPPED / "metrics.json").read_text())
     model = pk.load(SHIPPED, device="cpu")
-    out = nav_recipe.rollout(model, 500, seed=metrics["trained"]["eval_seed"])
+    out = navigation.rollout(model, 500, seed=metrics["trained"]["eval_seed"])
     err = (navigation.decode_position(out["logits"], model.place_centers) - out["positions"]).norm(
         dim=-1
     )

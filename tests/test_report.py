@@ -134,11 +134,12 @@ def test_plotlyjs_embedded_once_and_each_figure_in_its_own_div(tmp_path: Path) -
         FakeResult(title=f"analysis {i}", figs=[scatter(f"fig {i}.{j}") for j in range(i + 2)])
         for i in range(3)
     ]
-    path = report.write(results, tmp_path / "page.html")
+    path = report.write(results, tmp_path / "page.html", self_contained=True)
     page = path.read_text(encoding="utf-8")
 
     bundle_head = get_plotlyjs()[:500]
     assert page.count(bundle_head) == 1
+    assert not (tmp_path / "plotly.min.js").exists()
     parser = parse(page)
     executable = [text for attrs, text in parser.scripts if attrs.get("type") is None]
     assert len(executable) == 2  # plotly.js and the fixed bootstrap, nothing else
@@ -469,3 +470,53 @@ def test_bidi_and_zero_width_characters_are_shown_not_obeyed(tmp_path):
     assert "\u202e" not in page and "\u200b" not in page
     assert "[U+202E]" in page and "[U+200B]" in page
     assert "unicode-bidi: isolate" in page
+
+
+def test_pages_of_a_folder_share_one_plotlyjs_file(tmp_path: Path) -> None:
+    results = [FakeResult(title="a", figs=[scatter("f")])]
+    first = report.write(results, tmp_path / "one.html")
+    second = report.write(results, tmp_path / "two.html")
+    shared = tmp_path / "plotly.min.js"
+    assert shared.read_text(encoding="utf-8") == get_plotlyjs()
+    for path in (first, second):
+        page = path.read_text(encoding="utf-8")
+        assert get_plotlyjs()[:500] not in page
+        assert '<script src="plotly.min.js"></script>' in page
+        parser = parse(page)
+        inline = [
+            text
+            for attrs, text in parser.scripts
+            if attrs.get("src") is None and not attrs.get("type")
+        ]
+        assert len(inline) == 1  # the fixed bootstrap only
+    assert len(first.read_bytes()) < 200_000
+
+
+def test_results_render_themselves_in_jupyter() -> None:
+    import inspect
+
+    import plotly.graph_objects as go
+
+    import probekit as pk
+
+    fig = go.Figure(go.Bar(x=["a"], y=[1], name="bar"))
+    result = report.Result(
+        frame=pd.DataFrame({"x": [1.5]}), summary={"auc": 0.75}, figs=[fig], title="mine"
+    )
+    html_text = result._repr_html_()
+    assert "mine" in html_text and "0.75" in html_text and "plotly" in html_text.lower()
+    # every result class of the analysis modules shows itself the same way
+    for module in (pk.memorization, pk.ablation, pk.probes, pk.shattering, pk.activations):
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == module.__name__ and hasattr(cls, "figures"):
+                assert issubclass(cls, report.Rendered), f"{module.__name__}.{name}"
+
+
+def test_tables_number_rows_cut_long_text_and_explain_missing_values() -> None:
+    frame = pd.DataFrame({"text": ["x" * 500, "short"], "value": [-1e-9, float("nan")]})
+    page = report.render(report.Result(frame=frame, title="t"))
+    assert "<th>#</th>" in page and '<td class="num id">1</td>' in page
+    assert "x" * 81 not in page.split("download")[0] or "long texts cut" in page
+    assert "long texts cut to 80 characters" in page
+    assert "-0<" not in page and ">0<" in page
+    assert "NaN / None in value" in page

@@ -189,8 +189,22 @@ def test_content_security_policy_blocks_markup_that_slipped_through(
     )
     path = tmp_path / "tampered.html"
     path.write_text(tampered, encoding="utf-8")
+    shared = page_file.parent / "plotly.min.js"
+    if shared.exists():
+        (tmp_path / "plotly.min.js").write_bytes(shared.read_bytes())
     page = open_report(chromium, path)
     assert page.evaluate("typeof window.__pwned") == "undefined"
     assert page.evaluate("document.documentElement.getAttribute('data-pk-rendered')") == "3"
     blocked = [e for e in page.console_errors if "Content Security Policy" in e]
     assert len(blocked) >= 2, page.console_errors
+
+
+def test_a_self_contained_page_renders_alone(chromium: Chromium, tmp_path: Path) -> None:
+    fig = go.Figure(go.Scatter(x=[1, 2], y=[3, 4], name="line"))
+    fig.update_layout(title="one figure", xaxis_title="x (units)", yaxis_title="y (units)")
+    result = Result("alone", [fig], None)
+    path = report.write([result], tmp_path / "alone.html", self_contained=True)
+    assert not (tmp_path / "plotly.min.js").exists()
+    page = open_report(chromium, path)
+    assert page.evaluate("document.documentElement.getAttribute('data-pk-rendered')") == "1"
+    assert page.console_errors == [], page.console_errors

@@ -14,7 +14,7 @@ from scipy.stats import pearsonr
 import probekit as pk
 from probekit import shattering
 from probekit.tasks import knowledge_graph as kg
-from probekit.train.knowledge_graph import load_graph
+from probekit.tasks.knowledge_graph import load_graph
 
 KG_RING = Path(__file__).resolve().parent.parent / "checkpoints" / "kg-ring"
 

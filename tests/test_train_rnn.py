@@ -9,18 +9,22 @@ import pytest
 import torch
 
 import probekit as pk
+from probekit.stats import modularity as sm
 from probekit.tasks import cognitive as cog
 from probekit.train import cognitive as tc
+from probekit.train.recipes import RECIPES
 
 
-def test_grid_positions_and_connection_cost_by_hand():
-    pos = tc.grid_positions(6, columns=3)
+def test_grid_positions_connection_cost_and_wiring_length_by_hand():
+    pos = sm.grid_positions(6, columns=3)
     expected = torch.tensor([[0, 0], [0.5, 0], [1, 0], [0, 0.5], [0.5, 0.5], [1, 0.5]])
     torch.testing.assert_close(pos, expected.double())
     w = torch.tensor([[0.0, 2.0], [-1.0, 3.0]])
     p = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
     # |W_ij| (A d_ij + l0): 0*(0.2) + 2*(5 + 0.2) + 1*(5 + 0.2) + 3*(0.2)
-    assert float(tc.connection_cost(w, p, A=1.0, l0=0.2)) == pytest.approx(2 * 5.2 + 5.2 + 0.6)
+    assert float(sm.connection_cost(w, p, A=1.0, l0=0.2)) == pytest.approx(2 * 5.2 + 5.2 + 0.6)
+    # sum |W_ij| d_ij / sum |W_ij| = (2 * 5 + 1 * 5) / (2 + 1 + 3)
+    assert float(sm.wiring_length(w, p)) == pytest.approx(15 / 6)
 
 
 def test_swap_gains_equal_brute_force_cost_changes():
@@ -28,24 +32,24 @@ def test_swap_gains_equal_brute_force_cost_changes():
     w = torch.randn(10, 10, generator=g, dtype=torch.float64)
     pos = torch.rand(10, 2, generator=g, dtype=torch.float64)
     for unit in (0, 4, 9):
-        gains = tc.swap_gains(w.abs() + w.abs().T, tc.distance_matrix(pos), unit)
-        base = tc.connection_cost(w, pos)
+        gains = tc.swap_gains(w.abs() + w.abs().T, sm.distance_matrix(pos), unit)
+        base = sm.connection_cost(w, pos)
         for j in range(10):
             moved = pos.clone()
             moved[[unit, j]] = moved[[j, unit]]
-            change = tc.connection_cost(w, moved) - base  # the l0 part does not move
+            change = sm.connection_cost(w, moved) - base  # the l0 part does not move
             assert float(gains[j]) == pytest.approx(float(change), abs=1e-9)
 
 
 def test_bimt_swap_lowers_the_cost_and_keeps_the_function():
     model = tc.cog_rnn_model(tc.CogRNNRecipe(hidden_size=16), seed=0)
-    pos = tc.grid_positions(16, 4)
-    before = tc.connection_cost(model.weight_hh.detach(), pos)
+    pos = sm.grid_positions(16, 4)
+    before = sm.connection_cost(model.weight_hh.detach(), pos)
     trials = cog.generate("go", 4, seed=0)
     y0 = model(trials.inputs)
     new_pos, swaps = tc.bimt_swap(model.weight_hh, pos, k=8)
     assert swaps > 0
-    assert float(tc.connection_cost(model.weight_hh.detach(), new_pos)) < float(before)
+    assert float(sm.connection_cost(model.weight_hh.detach(), new_pos)) < float(before)
     # a permutation of the same positions; the weights (and so the outputs) are untouched
     assert sorted(map(tuple, new_pos.tolist())) == sorted(map(tuple, pos.tolist()))
     torch.testing.assert_close(model(trials.inputs), y0)
@@ -62,7 +66,7 @@ def test_lambda_schedule_rises_then_falls():
 def test_training_forward_equals_the_hooked_model():
     model = tc.cog_rnn_model(tc.CogRNNRecipe(hidden_size=12), seed=1)
     trials = cog.mixed(["go", "dmc"], 3, seed=0)
-    torch.testing.assert_close(tc.ctrnn_forward(model, trials.inputs), model(trials.inputs))
+    torch.testing.assert_close(cog.ctrnn_forward(model, trials.inputs), model(trials.inputs))
 
 
 def _train(reg: str, seed: int = 0, steps: int = 6) -> tuple[torch.nn.Module, tc.RNNTrainResult]:
@@ -77,7 +81,7 @@ def _train(reg: str, seed: int = 0, steps: int = 6) -> tuple[torch.nn.Module, tc
         lam_high=1e-2,
         swap_every=3,
         swap_k=4,
-        positions=tc.grid_positions(16, 4),
+        positions=sm.grid_positions(16, 4),
         seed=seed,
         progress=False,
     )
@@ -121,12 +125,12 @@ def test_recipe_writes_a_loadable_checkpoint_with_positions(tmp_path):
     model = pk.load(out)
     assert model.kind == "ctrnn" and model.positions.shape == (16, 2)
     assert metrics["connection_cost"] == pytest.approx(
-        float(tc.connection_cost(model.weight_hh.detach(), model.positions)), rel=1e-5
+        float(sm.connection_cost(model.weight_hh.detach(), model.positions)), rel=1e-5
     )
     assert sorted(map(tuple, model.positions.tolist())) == sorted(
-        map(tuple, tc.grid_positions(16, 4).float().tolist())
+        map(tuple, sm.grid_positions(16, 4).float().tolist())
     )
-    assert "cog-rnn-bimt" in pk.train.RECIPES
+    assert "cog-rnn-bimt" in RECIPES
 
 
 def test_shipped_bimt_checkpoint_matches_its_card():
@@ -139,9 +143,9 @@ def test_shipped_bimt_checkpoint_matches_its_card():
     assert sha256_file(root / "model.safetensors") == metrics["model_sha256"]
     model = pk.load(root)
     recipe = tc.CogRNNRecipe(**metrics["settings"])
-    grid = tc.grid_positions(recipe.hidden_size, recipe.grid_columns).float()
+    grid = sm.grid_positions(recipe.hidden_size, recipe.grid_columns).float()
     assert sorted(map(tuple, model.positions.tolist())) == sorted(map(tuple, grid.tolist()))
-    cost = tc.connection_cost(model.weight_hh.detach(), model.positions, recipe.A, recipe.l0)
+    cost = sm.connection_cost(model.weight_hh.detach(), model.positions, recipe.A, recipe.l0)
     assert float(cost) == pytest.approx(metrics["connection_cost"], rel=1e-4)
     # the swaps lowered the cost the final weights would have at the initial grid order
     assert metrics["connection_cost"] < metrics["connection_cost_initial_positions"]

@@ -156,8 +156,12 @@ def _write_outputs(args: argparse.Namespace, run: Any, out: Path) -> int:
     frame.to_parquet(buffer, index=False)
     write_bytes_atomic(out / "table.parquet", buffer.getvalue())
     write_text_atomic(out / "summary.json", json.dumps(run.summary, indent=2, default=_json) + "\n")
+    # One file an auditor can hand on: plotly.js inside the page.
     page = pk.report.write(
-        run.results, out / "report.html", title=f"Memorization audit: {args.model}"
+        run.results,
+        out / "report.html",
+        title=f"Memorization audit: {args.model}",
+        self_contained=True,
     )
     a = audit_result.summary
     print(

@@ -43,17 +43,28 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
+    times: list[tuple[str, float]] = []
+    total = time.perf_counter()
     for script in scripts:
         started = time.perf_counter()
         print(f"[demo] {script.stem} ...", flush=True)
         namespace = runpy.run_path(str(script), run_name="probekit_demo")
         if "run" not in namespace:
             raise UsageError(f"{script} defines no run(out, quick=False) function")
-        entry = namespace["run"](out, quick=args.quick)
+        entry = dict(namespace["run"](out, quick=args.quick))
+        # Pages are written into out; link them by file name so the index works from any out.
+        page = Path(entry["path"])
+        entry["path"] = page.name if (out / page.name).is_file() else str(page)
+        if entry.get("verdict"):
+            entry["description"] = f"{entry['verdict']}. {entry.get('description', '')}".strip()
         entries.append(entry)
-        print(
-            f"[demo] {script.stem}: wrote {entry['path']} in {time.perf_counter() - started:.1f}s"
-        )
+        seconds = time.perf_counter() - started
+        times.append((script.stem, seconds))
+        print(f"[demo] {script.stem}: wrote {entry['path']} in {seconds:.1f}s", flush=True)
     index = report.write_index(entries, out / "index.html", title="probekit demo")
     print(f"[demo] wrote {index}")
+    print("[demo] time per study:")
+    for name, seconds in times:
+        print(f"[demo]   {name:<28} {seconds:7.1f} s")
+    print(f"[demo]   {'total':<28} {time.perf_counter() - total:7.1f} s")
     return 0

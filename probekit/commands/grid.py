@@ -2,8 +2,8 @@
 
 Either from a path-integrating RNN checkpoint (``checkpoints/grid-rnn`` or one built the same
 way: it runs on fresh trajectories of ``probekit.tasks.navigation``), or from activation and
-position arrays saved to files (``--activations``, ``--positions``: ``.npy``, ``.npz`` or
-``.safetensors``, ``FILE:KEY`` to pick an array). Writes one HTML report and a CSV with one row
+position arrays saved to files (``--activations``, ``--positions``: ``.npy``, ``.npz``,
+``.safetensors`` or ``.pt``, ``FILE:KEY`` to pick an array). Writes one HTML report and a CSV with one row
 per unit; prints the headline numbers.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+
+from probekit.errors import UsageError
 
 
 def register(subparsers: Any) -> None:
@@ -32,44 +34,16 @@ def register(subparsers: Any) -> None:
 
 
 def _load_array(spec: str, what: str):
-    from pathlib import Path
+    """A float array from ``FILE[:KEY]`` (the one input reader, :func:`probekit.inputs.read_data`)."""
+    from probekit.inputs import read_data
 
-    import numpy as np
-
-    from probekit.cli import UsageError
-
-    path, key = spec, ""
-    head, _, tail = spec.rpartition(":")
-    if head and not Path(spec).is_file():
-        path, key = head, tail
-    if not Path(path).is_file():
-        raise UsageError(f"--{what} {path!r} is not a file")
-    suffix = Path(path).suffix
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            names = list(z.keys())
-            if not key and len(names) != 1:
-                raise UsageError(f"--{what} {path}: holds {names}; pick one with {path}:KEY")
-            if key and key not in names:
-                raise UsageError(f"--{what} {path}: no array {key!r}; it holds {names}")
-            return z[key or names[0]]
-    if suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        arrays = load_file(path)
-        names = sorted(arrays)
-        if not key and len(names) != 1:
-            raise UsageError(f"--{what} {path}: holds {names}; pick one with {path}:KEY")
-        if key and key not in arrays:
-            raise UsageError(f"--{what} {path}: no tensor {key!r}; it holds {names}")
-        return arrays[key or names[0]]
-    raise UsageError(f"--{what} must be a .npy, .npz or .safetensors file, got {path!r}")
+    value = read_data(spec, flag=f"--{what}")
+    if isinstance(value, list):
+        raise UsageError(f"--{what} must be an array file (.npy, .npz, .safetensors, .pt)")
+    return value.double().numpy()
 
 
 def _extent(text: str | None):
-    from probekit.cli import UsageError
 
     if text is None:
         return None
@@ -84,8 +58,6 @@ def _extent(text: str | None):
 
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from probekit.cli import UsageError
 
     if args.bins < 3:
         raise UsageError(f"--bins must be >= 3, got {args.bins}")
@@ -111,15 +83,14 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"no such checkpoint: {args.path}")
         from probekit.models.rnn import HookedRNN
         from probekit.tasks import navigation
-        from probekit.train.navigation import rollout
 
         model = pk.load(args.path, device="cpu")
         if not isinstance(model, HookedRNN) or not hasattr(model, "place_centers"):
             raise UsageError(
                 f"{args.path} is not a navigation RNN (needs the encoder and place_centers "
-                "extra tensors of probekit.train.navigation)"
+                "extra tensors of probekit.tasks.navigation.attach_task_tensors)"
             )
-        out = rollout(model, args.n_trajectories, args.seed)
+        out = navigation.rollout(model, args.n_trajectories, args.seed)
         acts, pos = out["hidden"].numpy(), out["positions"].numpy()
         if extent is None:
             extent = navigation.extent_of(tuple(model.cfg.extra.get("box", navigation.DEFAULT_BOX)))

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from probekit.errors import UsageError
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -32,8 +34,6 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from probekit.cli import UsageError
 
     if args.n_trials < 2:
         raise UsageError(f"--n-trials must be >= 2, got {args.n_trials}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from probekit.errors import UsageError
+
 
 def _int_list(text: str) -> list[int]:
     try:
@@ -53,8 +55,6 @@ def register(subparsers: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from probekit.cli import UsageError
-
     path = Path(args.path)
     if not path.is_dir():
         raise UsageError(f"no such checkpoint directory: {args.path}")
@@ -73,9 +73,8 @@ def _run(args: argparse.Namespace) -> int:
 
     import probekit as pk
     from probekit.tasks import knowledge_graph as kg
-    from probekit.train.knowledge_graph import load_graph
 
-    graph = load_graph(path)
+    graph = kg.load_graph(path)
     if max(args.distances) > graph.n_entities // 2:
         raise UsageError(f"--distances must be at most {graph.n_entities // 2} for this graph")
     model = pk.load(path)

@@ -215,8 +215,7 @@ def _read_hf_dir(
     path: Path, device: torch.device, dtype: torch.dtype, trust_pickle: bool, strict: bool = True
 ) -> nn.Module:
     """The Hugging Face model of a directory, its weights checked against the config."""
-    from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
+    from probekit.models import agreement
 
     files = _weight_files(path)
     if not files:
@@ -227,45 +226,47 @@ def _read_hf_dir(
         _check_weights_file(file, trust_pickle)
     where = files[0] if len(files) == 1 else f"{path} (weights)"
     _check_hf_agreement(path, files, where, strict)
+    model, info = _from_pretrained(
+        path, files, attn_implementation="eager", dtype=dtype, ignore_mismatched_sizes=True
+    )
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    agreement.check_loading_info(info, shapes, where, strict=strict)
+    return model.to(device=device).eval()
+
+
+def _from_pretrained(path: Path, files: list[Path], **kwargs: Any) -> tuple[nn.Module, dict]:
+    """``AutoModelForCausalLM.from_pretrained`` of a local directory with its loading report,
+    transformers' logging and "Loading weights" bar silenced (they would leak into every
+    command's output); any failure becomes one :class:`CheckpointError` naming the directory."""
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    # transformers' own "Loading weights" bar would leak into every command's output
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(
+        return AutoModelForCausalLM.from_pretrained(
             path,
             local_files_only=True,
-            attn_implementation="eager",
-            dtype=dtype,
             output_loading_info=True,
-            ignore_mismatched_sizes=True,
             use_safetensors=files[0].suffix == ".safetensors",
+            **kwargs,
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: cannot be loaded as a Hugging Face model: {err}") from err
+    except Exception as err:  # transformers and huggingface_hub raise many types for a bad config
+        message = str(err).strip().replace("\n", " ")
+        raise CheckpointError(
+            f"{path}: cannot be loaded as a Hugging Face model: {message}"
+        ) from err
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    for name, found, expected in sorted(info.get("mismatched_keys", ())):
-        check_shape(where, name, tuple(expected), tuple(found))
-    missing = sorted(info.get("missing_keys", ()))
-    if missing:
-        shapes = dict(model.state_dict())
-        raise CheckpointError(
-            f"{where}: weights are missing tensor {missing[0]!r} (expected shape "
-            f"{tuple(shapes[missing[0]].shape)})"
-            + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")
-        )
-    return model.to(device=device).eval()
 
 
 def _check_hf_agreement(path: Path, files: list[Path], where: Any, strict: bool) -> None:
     """Config and weight headers agree before anything is allocated (see
     :mod:`probekit.models.agreement`): the model is built on the meta device to compare."""
-    from transformers import AutoModelForCausalLM
-
     from probekit.models import agreement
 
     raw = read_json(path / "config.json")
@@ -274,28 +275,7 @@ def _check_hf_agreement(path: Path, files: list[Path], where: Any, strict: bool)
     headers = agreement.weight_headers(files)
     agreement.check_weight_dtypes(headers, where)
     agreement.check_config_sizes(raw, headers, path / "config.json")
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        skeleton, info = AutoModelForCausalLM.from_pretrained(
-            path,
-            local_files_only=True,
-            device_map="meta",
-            output_loading_info=True,
-            ignore_mismatched_sizes=True,
-            use_safetensors=files[0].suffix == ".safetensors",
-        )
-    except Exception as err:  # transformers and huggingface_hub raise many types for a bad config
-        message = str(err).strip().replace("\n", " ")
-        raise CheckpointError(f"{path}: cannot be read as a Hugging Face model: {message}") from err
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if was:
-            hf_logging.enable_progress_bar()
+    skeleton, info = _from_pretrained(path, files, device_map="meta", ignore_mismatched_sizes=True)
     shapes = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
     agreement.check_loading_info(info, shapes, where, strict=strict)
 
@@ -318,16 +298,8 @@ def load_hf_plain(
     :func:`probekit.models.runner.runner`; the same checks as :func:`load`."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers.utils import logging as hf_logging
-
     path = Path(path)
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        model = _read_hf_dir(path, resolve_device(device), _resolve_dtype(dtype), trust_pickle)
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
+    model = _read_hf_dir(path, resolve_device(device), _resolve_dtype(dtype), trust_pickle)
     return model, _maybe_tokenizer(path)
 
 

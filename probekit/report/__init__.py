@@ -9,12 +9,23 @@ several such pages. Every string that came from data is escaped; the rule for fi
 from __future__ import annotations
 
 from probekit.report.page import (
+    Rendered,
     Result,
     format_value,
+    notebook_html,
     render,
     render_index,
     write,
     write_index,
 )
 
-__all__ = ["Result", "write", "write_index", "render", "render_index", "format_value"]
+__all__ = [
+    "Rendered",
+    "Result",
+    "format_value",
+    "notebook_html",
+    "render",
+    "render_index",
+    "write",
+    "write_index",
+]

@@ -53,6 +53,8 @@ MAX_ROWS = 200
 MAX_CSV_BYTES = 5_000_000
 #: Items of a list shown in a summary cell before it is cut short.
 MAX_LIST_ITEMS = 20
+#: Longer table cells are cut in the page (the CSV download keeps them whole).
+MAX_CELL_CHARS = 80
 
 # Keys whose string values are author-written Plotly markup, left as they are (see module doc).
 _MARKUP_KEYS = frozenset(
@@ -92,6 +94,8 @@ th, td { unicode-bidi: isolate; border: 1px solid var(--line); padding: 0.3rem 0
   vertical-align: top; }
 th { background: #eef1f4; font-weight: 600; position: sticky; top: 0; }
 tbody tr:nth-child(even) { background: var(--zebra); }
+td.long { max-width: 32rem; overflow-wrap: normal; word-break: normal; }
+td.id { color: #667; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.text { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 40em; }
 td.na { color: var(--muted); }
@@ -193,7 +197,8 @@ def format_value(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "NaN"
-        return f"{value:.4g}"
+        text = f"{value:.4g}"
+        return "0" if text in ("-0", "0") else text  # no "-0" from rounding a tiny negative
     if isinstance(value, str):
         return value
     if isinstance(value, Mapping):
@@ -229,8 +234,32 @@ def _flatten_summary(summary: Mapping[Any, Any], prefix: str = "") -> list[tuple
 # ----------------------------------------------------------------------------- results
 
 
+def notebook_html(result: Any, max_rows: int = 20) -> str:
+    """A result as one HTML fragment for Jupyter: its title, description, summary table,
+    figures (plotly.js included once, offline) and the first ``max_rows`` rows of its frame."""
+    section = _unpack(result, "result")
+    parts = [f"<h3>{_esc(section.title)}</h3>"]
+    if section.description:
+        parts.append(_description_html(section.description))
+    summary = _summary_html(section.summary)
+    if summary:
+        parts.append(summary)
+    for j, fig in enumerate(section.figures):
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=j == 0))
+    if section.frame is not None:
+        parts.append(_frame_html(section.frame, _slug(section.title), max_rows, 0))
+    return "\n".join(parts)
+
+
+class Rendered:
+    """Mixin: a result that shows itself in Jupyter (summary table, figures, first rows)."""
+
+    def _repr_html_(self) -> str:
+        return notebook_html(self)
+
+
 @dataclass
-class Result:
+class Result(Rendered):
     """A result assembled by hand: a table, headline numbers, figures, a title and text.
 
     For a study that builds a page section from pieces rather than from one analysis function;
@@ -361,16 +390,26 @@ def _frame_html(frame: pd.DataFrame, stem: str, max_rows: int, max_csv_bytes: in
     shown = frame.iloc[:max_rows]
     if not plain_index:
         shown = shown.reset_index(allow_duplicates=True)
-    header = "".join(f"<th>{_esc(_column_name(c))}</th>" for c in shown.columns)
+    header = "<th>#</th>" + "".join(f"<th>{_esc(_column_name(c))}</th>" for c in shown.columns)
     lines = []
-    for row in shown.itertuples(index=False, name=None):
-        cells = "".join(
-            f'<td class="na">{_esc(format_value(v))}</td>'
-            if _is_missing(v)
-            else f'<td class="{_cell_class(v)}">{_esc(format_value(v))}</td>'
-            for v in row
-        )
-        lines.append(f"<tr>{cells}</tr>")
+    truncated = False
+    for number, row in enumerate(shown.itertuples(index=False, name=None)):
+        cells = [f'<td class="num id">{number}</td>']
+        for v in row:
+            if _is_missing(v):
+                cells.append(f'<td class="na">{_esc(format_value(v))}</td>')
+                continue
+            text = format_value(v)
+            if len(text) > MAX_CELL_CHARS:
+                # The page stays readable; the full text is in the CSV download.
+                cells.append(
+                    f'<td class="text long" title="{_esc(text)}">'
+                    f"{_esc(text[:MAX_CELL_CHARS])}…</td>"
+                )
+                truncated = True
+            else:
+                cells.append(f'<td class="{_cell_class(v)}">{_esc(text)}</td>')
+        lines.append(f"<tr>{''.join(cells)}</tr>")
     body = "\n".join(lines)
     notes = []
     if n_rows > max_rows:
@@ -379,6 +418,14 @@ def _frame_html(frame: pd.DataFrame, stem: str, max_rows: int, max_csv_bytes: in
         notes.append("empty table (0 rows)")
     else:
         notes.append(f"{n_rows} row{'s' if n_rows != 1 else ''}")
+    if truncated:
+        notes.append(f"long texts cut to {MAX_CELL_CHARS} characters (full text in the CSV)")
+    missing = [_column_name(c) for c in frame.columns if frame[c].map(_is_missing).any()]
+    if missing:
+        notes.append(
+            f"NaN / None in {', '.join(missing[:6])}: the quantity is not defined for that row "
+            "(see the section text for why)"
+        )
     csv = _clean(frame.to_csv(index=not plain_index)).encode("utf-8")
     if len(csv) <= max_csv_bytes:
         uri = "data:text/csv;charset=utf-8;base64," + base64.b64encode(csv).decode("ascii")
@@ -428,18 +475,23 @@ def _csp_hash(script: str) -> str:
     return "'sha256-" + base64.b64encode(digest).decode("ascii") + "'"
 
 
-def _page(title: str, body: str, scripts: Sequence[str]) -> str:
-    """A whole HTML document; ``scripts`` are inline scripts placed at the end of the body."""
-    script_src = (
-        " ".join([_csp_hash(s) for s in scripts] + ["'unsafe-eval'"]) if scripts else "'none'"
-    )
+#: The shared plotly.js written beside pages that are not self-contained.
+PLOTLY_FILE = "plotly.min.js"
+
+
+def _page(title: str, body: str, scripts: Sequence[str], external: str | None = None) -> str:
+    """A whole HTML document; ``scripts`` are inline scripts placed at the end of the body,
+    after ``external`` (a script file beside the page, e.g. the shared plotly.js)."""
+    sources = [_csp_hash(s) for s in scripts] + (["'self'"] if external else [])
+    script_src = " ".join([*sources, "'unsafe-eval'"]) if sources else "'none'"
     # 'unsafe-eval' only because plotly.js's WebGL traces compile shaders through Function();
     # injected markup still cannot run: inline scripts must match one of the hashes.
     csp = (
         f"default-src 'none'; script-src {script_src}; style-src 'unsafe-inline'; "
         "img-src data: blob:; font-src data:; base-uri 'none'; form-action 'none'"
     )
-    tail = "".join(f"<script>{s}</script>\n" for s in scripts)
+    tail = f'<script src="{_esc(external)}"></script>\n' if external else ""
+    tail += "".join(f"<script>{s}</script>\n" for s in scripts)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -461,8 +513,10 @@ def render(
     *,
     max_rows: int = MAX_ROWS,
     max_csv_bytes: int = MAX_CSV_BYTES,
+    self_contained: bool = True,
 ) -> str:
-    """The HTML text of the page :func:`write` would write (see :func:`write`)."""
+    """The HTML text of the page :func:`write` would write (see :func:`write`); with
+    ``self_contained=False`` the page loads ``plotly.min.js`` from its own folder."""
     items, where = _as_result_list(results)
     if not items:
         raise ValueError("results is empty: pass one result or a list of results")
@@ -492,8 +546,11 @@ def render(
             stem = f"{i:02d}-{_slug(section.title)}"
             parts.append(_frame_html(section.frame, stem, max_rows, max_csv_bytes))
         parts.append("</section>")
-    scripts = [_plotly_js(), _BOOTSTRAP_JS] if n_figures else []
-    return _page(title, "\n".join(parts), scripts)
+    if not n_figures:
+        return _page(title, "\n".join(parts), [])
+    if self_contained:
+        return _page(title, "\n".join(parts), [_plotly_js(), _BOOTSTRAP_JS])
+    return _page(title, "\n".join(parts), [_BOOTSTRAP_JS], external=PLOTLY_FILE)
 
 
 def write(
@@ -503,8 +560,9 @@ def write(
     *,
     max_rows: int = MAX_ROWS,
     max_csv_bytes: int = MAX_CSV_BYTES,
+    self_contained: bool = False,
 ) -> Path:
-    """Write one self-contained HTML report for ``results`` to ``path``; return the path.
+    """Write one HTML report for ``results`` to ``path``; return the path.
 
     Args:
         results: one result or a list of them. A result is any object with ``.frame`` (a pandas
@@ -517,10 +575,11 @@ def write(
         title: page title; defaults to the single result's title, or "probekit report".
         max_rows: rows of each frame shown in the page; the full frame is offered as a CSV
             download when it is at most ``max_csv_bytes`` bytes.
+        self_contained: embed plotly.js in the page (one file to hand on, ~5 MB). By default
+            the pages of a folder share one ``plotly.min.js`` written beside them.
 
     The page has one section per result (heading, description, summary table, figures, data
-    table) and a table of contents when there are several. It embeds plotly.js once (only when
-    there are figures) and needs no network. Every string from the data is escaped; see the
+    table) and a table of contents when there are several. It needs no network. Every string from the data is escaped; see the
     module docstring for the rule applied to figure text.
 
     Raises:
@@ -537,11 +596,22 @@ def write(
         >>> write(Result(), "report/page.html")  # doctest: +SKIP
         PosixPath('report/page.html')
     """
-    text = render(results, title, max_rows=max_rows, max_csv_bytes=max_csv_bytes)
+    text = render(
+        results,
+        title,
+        max_rows=max_rows,
+        max_csv_bytes=max_csv_bytes,
+        self_contained=self_contained,
+    )
     # fileio imports torch (seconds); only pay for it when a page is actually written.
     from probekit import fileio
 
     path = Path(path)
+    if f'<script src="{PLOTLY_FILE}">' in text:
+        shared = path.parent / PLOTLY_FILE
+        js = _plotly_js()
+        if not shared.is_file() or shared.stat().st_size != len(js.encode("utf-8")):
+            fileio.write_text_atomic(shared, js)
     fileio.write_text_atomic(path, text)
     return path
 

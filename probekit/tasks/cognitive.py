@@ -1,8 +1,8 @@
 """The 20 cognitive tasks of Yang et al. 2019, as batches of trials for an RNN.
 
 Which question this serves: do an RNN's units form functional modules when it learns many
-related tasks at once, and are those modules anatomical too (seeds/abstracts.md §10; method in
-``shared/specs/modularity.md``)? The tasks are those of Yang, Joglekar, Song, Newsome & Wang
+related tasks at once, and are those modules anatomical too (:mod:`probekit.modularity`)? The
+tasks are those of Yang, Joglekar, Song, Newsome & Wang
 (2019), "Task representations in neural networks trained to perform many cognitive tasks",
 written here from the published description (go / anti / decision making / matching families,
 each with reaction-time, delayed and context variants).
@@ -46,11 +46,18 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from probekit.validation import as_generator, check_int, check_positive_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    from probekit.models.rnn import HookedRNN
 
 #: Task keys, in the order of the rule inputs (and of Yang et al.'s Figure 1).
 TASKS: tuple[str, ...] = (
@@ -333,14 +340,6 @@ def _check_task(task: str) -> int:
     return TASKS.index(task)
 
 
-def _generator(seed: int | torch.Generator) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
-
-
 def min_steps(task: str, fixed_timing: bool = False) -> int:
     """The most steps any trial of ``task`` needs (go cue at its latest + the response epoch)."""
     _check_task(task)
@@ -390,8 +389,7 @@ def generate(
         :class:`Trials` with inputs ``[batch, time, 53]`` and targets / mask ``[batch, time, 17]``.
     """
     index = _check_task(task)
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
     need = min_steps(task, fixed_timing)
@@ -399,7 +397,7 @@ def generate(
         n_steps = need
     elif n_steps < need:
         raise ValueError(f"n_steps must be >= {need} for task {task!r}, got {n_steps}")
-    gen = _generator(seed)
+    gen = as_generator(seed)
     r = _Draw(batch_size, gen, fixed_timing)
     plan = _plan(task, r)
     t = torch.arange(n_steps)
@@ -459,7 +457,7 @@ def mixed(
     concatenated in task order (for training on all tasks in one batch)."""
     if not tasks:
         raise ValueError("tasks must name at least one task")
-    gen = _generator(seed)
+    gen = as_generator(seed)
     n_steps = max(min_steps(task) for task in tasks)
     parts = [
         generate(task, per_task, seed=gen, noise=noise, n_steps=n_steps, dtype=dtype)
@@ -505,3 +503,132 @@ def performance(outputs: Tensor, trials: Trials) -> Tensor:
 def accuracy(outputs: Tensor, trials: Trials) -> float:
     """Fraction of trials performed correctly."""
     return float(performance(outputs, trials).double().mean())
+
+
+# ----------------------------------------------------------------------------- running a network
+
+
+def ctrnn_forward(model: HookedRNN, x: Tensor) -> Tensor:
+    """``[batch, time, in] -> [batch, time, out]``: a ctrnn's "yang2019" recurrence,
+    differentiable and lean (training and fast evaluation).
+
+    Equal to ``model(x)`` (tested) without its hook points. It exists because ``HookedRNN`` has
+    no fused kernel for a ctrnn and its per-step loop indexes the precomputed input drive with
+    ``xw[:, t]``, whose backward writes a full ``[batch, time, H]`` gradient at every step;
+    ``unbind`` here gives a backward 3-4x faster on this CPU.
+    """
+    cfg = model.cfg
+    if cfg.kind != "ctrnn" or cfg.convention != "yang2019" or model.W_rec is not model.weight_hh:
+        raise ValueError("ctrnn_forward needs a ctrnn (yang2019) without mask or Dale's law")
+    f = {"softplus": F.softplus, "relu": torch.relu, "tanh": torch.tanh}[cfg.nonlinearity]
+    bias = model.bias_ih + model.bias_hh if cfg.bias else None
+    drive = F.linear(x, model.weight_ih, bias).unbind(1)
+    h = x.new_zeros(x.shape[0], cfg.hidden_size)
+    w_t = model.weight_hh.T
+    states = []
+    for xt in drive:
+        h = torch.lerp(h, f(torch.addmm(xt, h, w_t)), cfg.alpha)
+        states.append(h)
+    return model.readout(torch.stack(states, dim=1))
+
+
+def masked_mse(outputs: Tensor, trials: Trials) -> Tensor:
+    """Yang et al.'s cost: mean of ``mask * (output - target)^2`` over batch, time, outputs."""
+    return (trials.mask * (outputs - trials.targets) ** 2).mean()
+
+
+def evaluate(
+    model: HookedRNN,
+    tasks: Sequence[str] = TASKS,
+    n_trials: int = 128,
+    seed: int = 12345,
+    noise: float = 0.05,
+    fwd_hooks: list | None = None,
+) -> dict[str, float]:
+    """Accuracy (:func:`accuracy`) of ``model`` on ``n_trials`` fresh trials of each task.
+
+    The trials of every task come from one generator seeded with ``seed``, in task order; no
+    gradient. ``fwd_hooks`` (``[(hook name, fn)]``) run through ``model.run_with_hooks``;
+    without them a yang2019 ctrnn runs through :func:`ctrnn_forward`, any other RNN through
+    ``model(x)``.
+    """
+    check_positive_int("n_trials", n_trials)
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        for task in tasks:
+            trials = generate(task, n_trials, seed=gen, noise=noise, dtype=model.dtype)
+            if fwd_hooks:
+                y = model.run_with_hooks(trials.inputs, fwd_hooks=fwd_hooks)
+            elif model.kind == "ctrnn" and model.cfg.convention == "yang2019":
+                y = ctrnn_forward(model, trials.inputs)
+            else:
+                y = model(trials.inputs)
+            out[task] = accuracy(y, trials)
+    return out
+
+
+# ----------------------------------------------------------------------------- task variance
+
+
+def variance_trial_sets(
+    tasks: Sequence[str] | None = None,
+    n_trials: int = 128,
+    seed: int | torch.Generator = 0,
+    noise: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[tuple[str, Trials]]:
+    """``(task, trials)`` for each task: the trials task variance is measured on.
+
+    ``n_trials`` trials per task with fixed epoch timing (every step compares like epochs across
+    trials), all tasks drawn in order from one generator seeded with ``seed``.
+    """
+    tasks = list(TASKS if tasks is None else tasks)
+    if not tasks:
+        raise ValueError("tasks must name at least one task")
+    check_int("n_trials", n_trials, low=2)
+    gen = as_generator(seed)
+    for task in tasks:
+        yield task, generate(task, n_trials, seed=gen, noise=noise, fixed_timing=True, dtype=dtype)
+
+
+def variance_steps(trials: Trials) -> Tensor:
+    """``[time]`` bool: the steps task variance averages over, from the first stimulus on (the
+    fixation-only epoch left out); the trials must share their timing (``fixed_timing``)."""
+    start = int(trials.stim_on[0])
+    if not bool((trials.stim_on == start).all()):
+        raise ValueError("trials must share their epoch timing (generate with fixed_timing=True)")
+    return torch.arange(trials.n_steps) >= start
+
+
+def variance_data(
+    tasks: Sequence[str] | None = None,
+    n_trials: int = 128,
+    seed: int | torch.Generator = 0,
+    noise: float = 0.0,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """The trials of :func:`variance_trial_sets` as one batch for ``pk.cache``, with extras.
+
+    Returns ``{"inputs": [N, T, 53], "extras": {"task_id": [N] long (index in TASKS),
+    "step_mask": [N, T] bool (the steps task variance averages over)}, "tasks": [...]}``, tasks
+    in order, ``n_trials`` items each. Shorter tasks are padded with zero input after their last
+    step, which the mask leaves out (the network is causal, so padding changes no earlier
+    step). ``pk.modularity.task_variance(store)`` on
+    ``pk.cache(model, data["inputs"], "hook_hidden", extras=data["extras"], dtype=None)`` gives
+    the numbers ``task_variance(model)`` gives with the same arguments.
+    """
+    sets = list(variance_trial_sets(tasks, n_trials, seed, noise, dtype))
+    length = max(trials.n_steps for _, trials in sets)
+    inputs, task_id, step_mask = [], [], []
+    for task, trials in sets:
+        pad = length - trials.n_steps
+        inputs.append(F.pad(trials.inputs, (0, 0, 0, pad)))
+        steps = F.pad(variance_steps(trials), (0, pad), value=False)
+        step_mask.append(steps.expand(len(trials), -1))
+        task_id.append(torch.full((len(trials),), TASKS.index(task), dtype=torch.long))
+    return {
+        "inputs": torch.cat(inputs),
+        "extras": {"task_id": torch.cat(task_id), "step_mask": torch.cat(step_mask)},
+        "tasks": [task for task, _ in sets],
+    }

@@ -39,11 +39,16 @@ Example::
 from __future__ import annotations
 
 import itertools
+import json
+import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+
+from probekit.validation import as_generator, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
@@ -66,19 +71,6 @@ class CompositionSplit(NamedTuple):
     out_of_order: torch.Tensor
 
 
-def _as_generator(seed: int | torch.Generator) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class CompositionTask:
     """The task: sizes, the drawn functions (from ``seed``) and the token layout.
@@ -98,13 +90,13 @@ class CompositionTask:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("alphabet", self.alphabet, 2)
-        _check_int("length", self.length, 1)
-        _check_int("depth", self.depth, 1)
-        _check_int("n_functions", self.n_functions, 1)
+        check_int("alphabet", self.alphabet, low=2)
+        check_int("length", self.length, low=1)
+        check_int("depth", self.depth, low=1)
+        check_int("n_functions", self.n_functions, low=1)
         if self.fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}, got {self.fmt!r}")
-        _check_int("seed", self.seed, 0)
+        check_int("seed", self.seed, low=0)
         g = torch.Generator().manual_seed(self.seed)
         # tables[d, k] maps symbol -> symbol (k = 0 is the identity); perm_tables[k] maps
         # output position -> input position for slot 0 when permutations=True.
@@ -259,8 +251,8 @@ class CompositionTask:
 
     def random_inputs(self, n: int, seed: int | torch.Generator) -> torch.Tensor:
         """``n`` inputs drawn uniformly with replacement: ``LongTensor [n, length]``."""
-        _check_int("n", n, 0)
-        return torch.randint(self.alphabet, (n, self.length), generator=_as_generator(seed))
+        check_int("n", n, low=0)
+        return torch.randint(self.alphabet, (n, self.length), generator=as_generator(seed))
 
     # ------------------------------------------------------------------ sequences
 
@@ -284,7 +276,7 @@ class CompositionTask:
         """``n`` sequences, each a composition drawn uniformly from ``compositions`` applied to a
         random input. Returns ``(tokens [n, seq_len], composition index [n])``."""
         comp = self._check_compositions(compositions)
-        g = _as_generator(seed)
+        g = as_generator(seed)
         which = torch.randint(len(comp), (n,), generator=g)
         x = self.random_inputs(n, g)
         return self.sequences(comp[which], x), which
@@ -349,9 +341,9 @@ class CompositionTask:
         slot order is a random non-identity permutation of the slots (with a non-identity
         function at two or more displaced slots, so the order matters), never in training.
         """
-        _check_int("n_train", n_train, 1)
-        _check_int("n_out_of_order", n_out_of_order, 0)
-        g = _as_generator(seed)
+        check_int("n_train", n_train, low=1)
+        check_int("n_out_of_order", n_out_of_order, low=0)
+        g = as_generator(seed)
         every = self.in_order()
         non_identity = (every % self.choices != 0).sum(1)
         base = torch.nonzero(non_identity <= 1).flatten()
@@ -405,3 +397,73 @@ def greedy_generate(model: torch.nn.Module, prompts: torch.Tensor, total_len: in
         logits = out if isinstance(out, torch.Tensor) else out.logits
         tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return tokens
+
+
+def teacher_forced_right(
+    logits: torch.Tensor, tokens: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
+    """``BoolTensor [n, L - prompt_len]``: whether each output token of ``tokens [n, L]`` is the
+    argmax of the teacher-forced ``logits [n, L, vocab]`` one position before it. Every output
+    token right equals greedy exact match (greedy decoding then writes exactly ``tokens``)."""
+    return logits[:, prompt_len - 1 : -1].argmax(-1) == tokens[:, prompt_len:]
+
+
+@torch.no_grad()
+def teacher_forced_exact_match(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    prompt_len: int,
+    final_len: int,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Exact match from one teacher-forced forward of ``tokens [n, L]``.
+
+    ``exact_match``: every output token's (positions ``prompt_len..L-1``) argmax is right, which
+    equals greedy exact match; ``final_exact_match``: the last ``final_len`` tokens (the answer
+    ``F(x)``) are right; ``token_accuracy``: the fraction of right output tokens.
+    ``model(tokens)`` returns logits or an object with ``.logits``.
+    """
+    all_right, tok_right, final_right = [], [], []
+    for chunk in tokens.split(batch_size):
+        out = model(chunk)
+        logits = out if isinstance(out, torch.Tensor) else out.logits
+        right = teacher_forced_right(logits, chunk, prompt_len)
+        all_right.append(right.all(1))
+        tok_right.append(right.float().mean(1))
+        final_right.append(right[:, -final_len:].all(1))
+    return {
+        "exact_match": float(torch.cat(all_right).float().mean()),
+        "final_exact_match": float(torch.cat(final_right).float().mean()),
+        "token_accuracy": float(torch.cat(tok_right).mean()),
+    }
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_split(task: CompositionTask, split: CompositionSplit, path: str | os.PathLike) -> None:
+    """Write ``split.json``: the task's settings and the train / held-out / out-of-order
+    compositions (``[n, depth]`` function ids each)."""
+    payload = {
+        "task": asdict(task),
+        "train": split.train.tolist(),
+        "heldout": split.heldout.tolist(),
+        "out_of_order": split.out_of_order.tolist(),
+    }
+    Path(path).write_text(json.dumps(payload) + "\n")
+
+
+def load_split(path: str | os.PathLike) -> tuple[CompositionTask, CompositionSplit]:
+    """Read a ``split.json`` (a checkpoint directory or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "split.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no composition split at {path} (split.json)")
+    record = json.loads(path.read_text())
+    task = CompositionTask(**record["task"])
+    parts = {
+        k: torch.tensor(record[k], dtype=torch.long).reshape(-1, task.depth)
+        for k in ("train", "heldout", "out_of_order")
+    }
+    return task, CompositionSplit(**parts)

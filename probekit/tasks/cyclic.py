@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 
+from probekit.validation import as_generator, check_int
+
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
 
@@ -64,8 +66,7 @@ class CyclicSplit(NamedTuple):
 
 
 def _check_task(p: int, max_step: int, length: int | None = None) -> None:
-    if not isinstance(p, int) or p < 3:
-        raise ValueError(f"p must be an integer >= 3, got {p!r}")
+    check_int("p", p, low=3)
     if not isinstance(max_step, int) or not 1 <= max_step < p:
         raise ValueError(
             f"max_step must be an integer in 1..p-1 = 1..{p - 1} (so the step is identifiable "
@@ -75,21 +76,12 @@ def _check_task(p: int, max_step: int, length: int | None = None) -> None:
         raise ValueError(f"length must be an integer >= 2 (numbers per sequence), got {length!r}")
 
 
-def _as_generator(seed: int | torch.Generator) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
-
-
 # ----------------------------------------------------------------------------- vocabulary
 
 
 def vocabulary(p: int) -> list[str]:
     """Token strings indexed by id: ``["0", ..., str(p-1), "<bos>", "<pad>", "<unk>"]``."""
-    if not isinstance(p, int) or p < 3:
-        raise ValueError(f"p must be an integer >= 3, got {p!r}")
+    check_int("p", p, low=3)
     return [str(n) for n in range(p)] + list(SPECIAL_TOKENS)
 
 
@@ -203,7 +195,7 @@ def split(
     if not 0.0 <= holdout_fraction < 1.0:
         raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction!r}")
     pairs = all_pairs(p, max_step)
-    order = torch.randperm(len(pairs), generator=_as_generator(seed))
+    order = torch.randperm(len(pairs), generator=as_generator(seed))
     n_held = round(holdout_fraction * len(pairs))
     held = order[:n_held].sort().values
     train = order[n_held:].sort().values
@@ -218,8 +210,7 @@ def determined_positions(length: int) -> torch.Tensor:
 
     Those are positions ``2..length-1`` (the logits there predict ``x_2..x_{length-1}``).
     """
-    if not isinstance(length, int) or length < 2:
-        raise ValueError(f"length must be an integer >= 2, got {length!r}")
+    check_int("length", length, low=2)
     mask = torch.zeros(length + 1, dtype=torch.bool)
     mask[2:length] = True
     return mask

@@ -1,4 +1,4 @@
-"""A synthetic knowledge graph of entities on three cyclic orders (seeds/abstracts.md §1).
+"""A synthetic knowledge graph of entities on three cyclic orders (representation shattering).
 
 Which question does it serve? Representation shattering: a transformer trained from scratch on
 this graph stores each entity's place on three rings; a knowledge edit changes one fact, and
@@ -25,6 +25,9 @@ Held-out facts give the three evaluations (:func:`evaluation_sets`):
 - **compositional inference**: prompts ``[head, r1, r2]`` whose two-hop composition never occurs
   in a walk, while both one-hop facts are seen.
 
+A graph is stored as ``graph.json`` beside its checkpoint (:func:`save_graph`,
+:func:`load_graph`): the orders and both held-out sets.
+
 Token ids: entity ``e{i}`` is id ``i``; relation ``r`` is id ``E + r``; then ``<pad>`` and
 ``<unk>``. Accuracy is greedy over entity tokens only (:func:`entity_accuracy`): the question
 is which entity the model recalls, not whether it would rather emit a relation token.
@@ -41,11 +44,16 @@ Example::
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from probekit.validation import as_generator, check_int, check_positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerFast
@@ -61,14 +69,6 @@ UNK = "<unk>"
 #: Defaults of the shipped ``kg-ring`` task.
 DEFAULT_ENTITIES = 128
 DEFAULT_LENGTH = 16
-
-
-def _generator(seed: int | torch.Generator) -> torch.Generator:
-    if isinstance(seed, torch.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed must be an int or a torch.Generator, got {type(seed).__name__}")
-    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- relations
@@ -189,7 +189,7 @@ def make_graph(
         raise ValueError(
             f"composition_heldout_fraction must be in [0, 1), got {composition_heldout_fraction!r}"
         )
-    gen = _generator(seed)
+    gen = as_generator(seed)
     orders = torch.stack([torch.randperm(n_entities, generator=gen) for _ in range(N_ORDERS)])
     positions = torch.empty_like(orders)
     positions.scatter_(1, orders, torch.arange(n_entities).expand(N_ORDERS, -1).contiguous())
@@ -277,13 +277,11 @@ def walks(
     fact is not held out; with probability ``skip_prob`` the step is a composition ``r1 r2``
     (intermediate entity omitted, composition not held out). Token ids as in :func:`vocabulary`.
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    if not isinstance(length, int) or length < 3:
-        raise ValueError(f"length must be an integer >= 3, got {length!r}")
+    check_positive_int("n", n)
+    check_int("length", length, low=3)
     if not 0.0 <= skip_prob < 1.0:
         raise ValueError(f"skip_prob must be in [0, 1), got {skip_prob!r}")
-    gen = _generator(seed)
+    gen = as_generator(seed)
     e_count = graph.n_entities
     steps = (length - 1) // 2 + 1
     pad = pad_id(e_count)
@@ -354,7 +352,7 @@ def evaluation_sets(
     compositions: both relations) lies on those rings. ``max_items`` subsamples each set
     (seeded) for speed.
     """
-    gen = _generator(seed)
+    gen = as_generator(seed)
     keep_orders = torch.tensor(list(range(N_ORDERS) if orders is None else orders))
     sets: dict[str, EvalSet] = {}
     for name, held in (("direct", False), ("logical", True)):
@@ -397,3 +395,38 @@ def evaluate(
         )
         correct += int(hits.sum())
     return correct / max(len(eval_set), 1)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_graph(graph: KnowledgeGraph, path: str | os.PathLike) -> None:
+    """Write ``graph.json``: the orders, held-out facts ``[head, relation]`` and compositions."""
+    payload = {
+        "n_entities": graph.n_entities,
+        "orders": graph.orders.tolist(),
+        "heldout_facts": graph.heldout.nonzero().tolist(),
+        "heldout_compositions": graph.heldout_composition.nonzero().tolist(),
+    }
+    Path(path).write_text(json.dumps(payload) + "\n")
+
+
+def load_graph(path: str | os.PathLike) -> KnowledgeGraph:
+    """Read a ``graph.json`` (a checkpoint directory or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "graph.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no knowledge-graph description at {path} (graph.json)")
+    data = json.loads(path.read_text())
+    e_count = int(data["n_entities"])
+    orders = torch.tensor(data["orders"], dtype=torch.long)
+    positions = torch.empty_like(orders)
+    positions.scatter_(1, orders, torch.arange(e_count).expand(N_ORDERS, -1).contiguous())
+    heldout = torch.zeros(e_count, N_RELATIONS, dtype=torch.bool)
+    facts = torch.tensor(data["heldout_facts"], dtype=torch.long).reshape(-1, 2)
+    heldout[facts[:, 0], facts[:, 1]] = True
+    comps = torch.zeros(e_count, N_RELATIONS, N_RELATIONS, dtype=torch.bool)
+    triples = torch.tensor(data["heldout_compositions"], dtype=torch.long).reshape(-1, 3)
+    comps[triples[:, 0], triples[:, 1], triples[:, 2]] = True
+    return KnowledgeGraph(orders, positions, heldout, comps)

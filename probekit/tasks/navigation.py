@@ -20,6 +20,12 @@ data for that question, in the form used by Sorscher et al. (2019/2023) and Bani
   place cells, so the network is trained with softmax cross-entropy.
 - :func:`decode_position`: the position read back from a (predicted) place code as the mean
   centre of its ``k`` most active cells.
+- the network of the task (``grid-rnn``): :func:`navigation_rnn` builds one untrained,
+  :func:`attach_task_tensors` stores its encoder, place-cell centres and place-code settings in
+  it, :func:`initial_state` rebuilds ``h0`` from start positions, :func:`rollout` runs it on
+  fresh trajectories, :func:`rollout_data` gives its inputs, initial states and per-item
+  extras (positions, start, target), and :func:`cache_rollout` writes the rollout's hidden
+  states to an activation store with those extras, so ``pk.grid`` can work from the store.
 
 Example::
 
@@ -35,9 +41,17 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
+
+from probekit.validation import as_generator, check_positive_int
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
+
+    from probekit.activations import ActivationStore
+    from probekit.models.rnn import HookedRNN
 
 #: Defaults (Sorscher et al.): box side, step (s), border region, turning sd (rad/s), speed scale.
 DEFAULT_BOX = (2.2, 2.2)
@@ -100,17 +114,15 @@ def trajectories(
     run parallel to the wall and moves at a quarter speed. Computed in float64, returned in
     ``dtype``. Deterministic for a given ``seed`` (an int or a ``torch.Generator``).
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    check_positive_int("n", n)
+    check_positive_int("steps", steps)
     width, height = _check_box(box)
     for name, value in (("dt", dt), ("turn_sd", turn_sd), ("speed_scale", speed_scale)):
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value!r}")
     if not border >= 0:
         raise ValueError(f"border must be >= 0, got {border!r}")
-    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
+    gen = as_generator(seed)
     # The loop is hundreds of tiny ops; intra-op threads only add synchronisation (20x slower
     # on a busy 2-core machine). Elementwise results do not depend on the thread count.
     threads = torch.get_num_threads()
@@ -176,10 +188,9 @@ def place_cell_centers(
     n: int, *, box: tuple[float, float] = DEFAULT_BOX, seed: int = 0
 ) -> torch.Tensor:
     """``[n, 2]`` place-cell centres drawn uniformly in the box (float32), seeded."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}")
+    check_positive_int("n", n)
     width, height = _check_box(box)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = as_generator(seed)
     unit = torch.rand(n, 2, generator=gen, dtype=torch.float64) * 2 - 1
     return (unit * torch.tensor([width / 2, height / 2], dtype=torch.float64)).float()
 
@@ -225,3 +236,193 @@ def decode_position(code: torch.Tensor, centers: torch.Tensor, k: int = 3) -> to
         )
     idx = code.topk(k, dim=-1).indices
     return centers.to(code)[idx].mean(dim=-2)
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+def navigation_rnn(hidden: int, n_place: int, seed: int) -> tuple[HookedRNN, torch.nn.Parameter]:
+    """An untrained path-integrating RNN and its encoder ``[hidden, n_place]``, seeded.
+
+    A :class:`~probekit.models.HookedRNN` of kind ``"rnn"``: 2 velocity inputs, ``hidden`` ReLU
+    units without bias, a linear readout to ``n_place`` place cells; the encoder (the map from
+    the scaled place code of the start position to ``h0``) is uniform in
+    ``+-1/sqrt(n_place)``, drawn from a generator seeded with ``seed + 1``. The ``grid-rnn``
+    recipe trains this network; the ``grid_modules`` study rebuilds it untrained as a control.
+    """
+    from probekit.models.rnn import HookedRNN, RNNConfig
+
+    check_positive_int("hidden", hidden)
+    check_positive_int("n_place", n_place)
+    cfg = RNNConfig(
+        kind="rnn",
+        input_size=2,
+        hidden_size=hidden,
+        output_size=n_place,
+        nonlinearity="relu",
+        bias=False,
+        extra={"task": "probekit.tasks.navigation path integration (grid-rnn recipe)"},
+    )
+    model = HookedRNN(cfg, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    k = 1.0 / math.sqrt(n_place)
+    encoder = torch.nn.Parameter(torch.empty(hidden, n_place).uniform_(-k, k, generator=gen))
+    return model, encoder
+
+
+def attach_task_tensors(
+    model: HookedRNN,
+    encoder: torch.Tensor,
+    centers: torch.Tensor,
+    *,
+    place_sigma: float,
+    place_surround: float,
+    box: tuple[float, float],
+    seq_len: int,
+) -> HookedRNN:
+    """Store the encoder ``[hidden, n_place]``, the place-cell centres ``[n_place, 2]`` and the
+    place-code settings in ``model`` (extra tensors and ``cfg.extra``), so that a saved network
+    can be rolled out again (:func:`initial_state`, :func:`rollout`)."""
+    model.add_extra_tensor("encoder", encoder.detach().clone())
+    model.add_extra_tensor("place_centers", centers.detach().clone())
+    model.cfg.extra.update(
+        {
+            "place_sigma": place_sigma,
+            "place_surround": place_surround,
+            "box": list(box),
+            "seq_len": seq_len,
+            "input": "velocity [vx, vy] (box units per second), dt 0.02 s",
+            "h0": "encoder @ (n_place * place_code(start))",
+        }
+    )
+    return model
+
+
+def _check_navigation_model(model: Any) -> None:
+    for name in ("encoder", "place_centers"):
+        if not hasattr(model, name):
+            raise ValueError(
+                f"model must be a navigation RNN with the {name!r} extra tensor (see "
+                "probekit.tasks.navigation.attach_task_tensors)"
+            )
+
+
+def initial_state(model: HookedRNN, start: torch.Tensor, **code_kwargs: Any) -> torch.Tensor:
+    """``h0 [batch, hidden]`` of a saved navigation RNN for start positions ``[batch, 2]``.
+
+    ``h0 = encoder @ (n_place * place_code(start))``, with the checkpoint's ``encoder`` and
+    ``place_centers`` extra tensors and its place-code settings (``model.cfg.extra``);
+    ``code_kwargs`` override ``sigma`` / ``surround``.
+    """
+    _check_navigation_model(model)
+    extra = model.cfg.extra
+    kwargs = {"sigma": extra.get("place_sigma", 0.12), "surround": extra.get("place_surround", 2.0)}
+    kwargs.update(code_kwargs)
+    centers = model.place_centers
+    code = len(centers) * place_code(start.to(centers), centers, **kwargs)
+    return code.to(model.dtype) @ model.encoder.T.to(model.dtype)
+
+
+def rollout_data(
+    model: HookedRNN, n_trajectories: int, seed: int | torch.Generator, seq_len: int | None = None
+) -> dict[str, Any]:
+    """Fresh trajectories of a saved navigation RNN's task, ready to run or cache.
+
+    Returns ``{"inputs": velocity [n, T, 2], "h0": [n, hidden], "extras": {"positions":
+    [n, T, 2], "start": [n, 2], "target": [n, T, n_place]}}``: the box and ``T`` come from the
+    checkpoint (``seq_len`` overrides ``T``), the target is the place code of each position.
+    :func:`cache_rollout` stores the hidden states these give, the extras beside them.
+    """
+    _check_navigation_model(model)
+    check_positive_int("n_trajectories", n_trajectories)
+    extra = model.cfg.extra
+    box = tuple(extra.get("box", DEFAULT_BOX))
+    seq_len = int(extra.get("seq_len", 20)) if seq_len is None else seq_len
+    check_positive_int("seq_len", seq_len)
+    traj = trajectories(n_trajectories, seq_len, box=box, seed=seed)
+    code_kw = {"sigma": extra["place_sigma"], "surround": extra["place_surround"]}
+    with torch.no_grad():
+        h0 = initial_state(model, traj.start)
+        target = place_code(traj.positions, model.place_centers, **code_kw)
+    return {
+        "inputs": traj.velocity,
+        "h0": h0,
+        "extras": {"positions": traj.positions, "start": traj.start, "target": target},
+    }
+
+
+def rollout(
+    model: HookedRNN, n_trajectories: int, seed: int | torch.Generator, seq_len: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Run a saved navigation RNN on fresh trajectories of its task (:func:`rollout_data`).
+
+    Returns ``hidden [n, T, H]``, ``logits [n, T, n_place]``, ``positions [n, T, 2]``,
+    ``target [n, T, n_place]`` (the place code), ``start [n, 2]``.
+    """
+    data = rollout_data(model, n_trajectories, seed, seq_len)
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(data["inputs"], data["h0"], names_filter="hook_hidden")
+    return {"hidden": cache["hook_hidden"], "logits": logits, **data["extras"]}
+
+
+def cache_rollout(
+    model: HookedRNN,
+    n_trajectories: int,
+    seed: int | torch.Generator,
+    out: str | Path | None = None,
+    *,
+    seq_len: int | None = None,
+    names: str | list[str] = "hook_hidden",
+    batch_size: int = 500,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device = "auto",
+    resume: bool = True,
+    progress: bool = False,
+) -> ActivationStore:
+    """Cache a rollout (:func:`rollout_data`) in an activation store, positions beside it.
+
+    The store holds ``names`` (default ``hook_hidden [n, T, H]``) and the extras
+    ``positions [n, T, 2]``, ``start [n, 2]`` and ``target [n, T, n_place]``, written by the
+    store writer ``pk.cache`` uses (same shards, manifest, fingerprints and resume), so
+    ``pk.grid.ratemaps(store["hook_hidden"], store["positions"], ...)`` equals the rate maps of
+    :func:`rollout`'s ``hidden`` and ``positions``. Each trajectory starts from its own initial
+    state ``h0``, which ``pk.cache``'s data cannot carry: the items are trajectory indices
+    (``store["tokens"]``), and the trajectories, their ``h0`` and the model run here (``dtype``
+    None keeps float32).
+    """
+    from probekit.activations import build_store, resolve_names
+    from probekit.models.fingerprint import fingerprint
+    from probekit.validation import check_positive_int, resolve_device
+
+    check_positive_int("batch_size", batch_size)
+    data = rollout_data(model, n_trajectories, seed, seq_len)
+    names = resolve_names(model, names)
+    device = resolve_device(device)
+    model.to(device).eval()
+
+    def compute(index: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        rows = index[:, 0]
+        with torch.inference_mode():
+            _, acts = model.run_with_cache(
+                data["inputs"][rows].to(device), data["h0"][rows].to(device), names_filter=names
+            )
+        return {name: acts[name].cpu().to(dtype or acts[name].dtype) for name in names}
+
+    return build_store(
+        torch.arange(n_trajectories)[:, None],
+        compute,
+        model_fingerprint=fingerprint(model),
+        options={
+            "names": names,
+            "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
+            "batch_size": batch_size,
+            "rollout": "probekit.tasks.navigation.cache_rollout: items are trajectory indices",
+        },
+        model_class=type(model).__name__,
+        out=out,
+        resume=resume,
+        progress=progress,
+        extras=data["extras"],
+        desc="rollout",
+        batch_size=batch_size,
+    )

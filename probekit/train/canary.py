@@ -27,6 +27,7 @@ import torch
 
 from probekit.tasks import canaries as task
 from probekit.train.causal_lm import (
+    LMSettings,
     _param_groups,
     cosine_lr_factor,
     deterministic_algorithms,
@@ -36,9 +37,10 @@ from probekit.train.recipes import _hf_progress_bars, _machine, atomic_directory
 
 
 @dataclass(frozen=True)
-class CanaryLMRecipe:
+class CanaryLMRecipe(LMSettings):
     """Everything that defines ``canary-lm``: data split, tokenizer, canaries, model, optimiser."""
 
+    # data: the corpus split, its tokenizer and the planted canaries
     split_seed: int = 0
     heldout_fraction: float = 0.2
     vocab_size: int = 2048
@@ -52,14 +54,13 @@ class CanaryLMRecipe:
     canary_seed: int = 1
     n_nonmembers: int = 160
     n_members: int = 160
+    # a small Llama
     hidden_size: int = 128
     n_layer: int = 4
-    n_head: int = 4
-    intermediate_size: int = 384
+    intermediate_size: int = 3 * 128  # MLP width: 3 x hidden_size
+    # optimisation and snapshots
     steps: int = 1000
     batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 0.1
     warmup: int = 60
     min_lr_factor: float = 0.1
     snapshot_every: int = 200

@@ -19,11 +19,29 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from probekit.validation import check_positive_int
+
 EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class LMSettings:
+    """Model depth and the optimisation every causal-LM recipe sets (AdamW with weight decay on
+    matrices, linear warmup then cosine decay); each recipe subclasses it, overriding only the
+    defaults it changes."""
+
+    n_layer: int = 2
+    n_head: int = 4
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    warmup: int = 100
 
 
 @dataclass
@@ -106,10 +124,8 @@ def _check_args(
         )
     if train_tokens.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"train_tokens must be integer ids, got dtype {train_tokens.dtype}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("steps", steps)
+    check_positive_int("batch_size", batch_size)
     if not lr > 0:
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if not weight_decay >= 0:
@@ -223,3 +239,33 @@ def train_causal_lm(
     bar.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def train_recipe_lm(
+    model: nn.Module,
+    train_tokens: torch.Tensor,
+    recipe: Any,
+    *,
+    steps: int,
+    warmup: int,
+    seed: int,
+    eval_fn: EvalFn | None = None,
+    progress: bool = True,
+    loss_mask: torch.Tensor | None = None,
+) -> TrainResult:
+    """:func:`train_causal_lm` with a recipe's ``batch_size``, ``lr``, ``weight_decay`` and
+    ``eval_every`` (the settings every causal-LM recipe dataclass has)."""
+    return train_causal_lm(
+        model,
+        train_tokens,
+        steps=steps,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        warmup=warmup,
+        seed=seed,
+        eval_fn=eval_fn,
+        eval_every=recipe.eval_every,
+        progress=progress,
+        loss_mask=loss_mask,
+    )

@@ -1,18 +1,18 @@
 """Train CTRNNs on the 20 cognitive tasks, with BIMT, plain L1, or no regulariser.
 
 Which question this serves: does brain-inspired modular training (BIMT) make an RNN's
-functional modules anatomical as well: wired together and placed together (seeds/abstracts.md
-§10; ``shared/specs/modularity.md``)? The three shipped checkpoints ``cog-rnn-bimt``,
-``cog-rnn-l1`` and ``cog-rnn-plain`` differ only in the regulariser; everything else (task
-mixture, architecture, optimiser, seed) is shared, so :mod:`probekit.modularity` can compare
-them.
+functional modules anatomical as well: wired together and placed together? The three shipped
+checkpoints ``cog-rnn-bimt``, ``cog-rnn-l1`` and ``cog-rnn-plain`` differ only in the
+regulariser; everything else (task mixture, architecture, optimiser, seed) is shared, so
+:mod:`probekit.modularity` can compare them.
 
 BIMT (Liu, Gan & Tegmark 2023, as the spec adapts it to an RNN): every hidden unit sits on a
 fixed 2-D grid position ``p_i``; the connection cost of the recurrent weights is
 
     l_cc = sum_ij |W_ij| * (A * d_ij + l0),   d_ij = ||p_i - p_j||,  A = 1, l0 = 0.2,
 
-added to the task loss as ``lambda * l_cc`` with ``lambda`` rising log-linearly from
+(:func:`probekit.stats.modularity.connection_cost`; positions from
+:func:`~probekit.stats.modularity.grid_positions`), added to the task loss as ``lambda * l_cc`` with ``lambda`` rising log-linearly from
 ``lam_low`` to ``lam_high`` over the first half of training and falling back over the second.
 Every ``swap_every`` steps the ``swap_k`` units with the largest total ``|w|`` (in + out,
 recurrent) are visited in turn; each trades positions with the unit whose position lowers
@@ -24,7 +24,6 @@ schedule; the plain baseline adds nothing.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import time
@@ -34,40 +33,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from probekit.models.rnn import HookedRNN, RNNConfig
+from probekit.stats.modularity import connection_cost, distance_matrix, grid_positions
 from probekit.tasks import cognitive
+from probekit.tasks.cognitive import ctrnn_forward, evaluate, masked_mse
+from probekit.validation import check_choice, check_positive_int
 
 Regularizer = Literal["bimt", "l1", "none"]
 REGULARIZERS = ("bimt", "l1", "none")
 
 
 # ----------------------------------------------------------------------------- BIMT geometry
-
-
-def grid_positions(n_units: int, columns: int | None = None) -> Tensor:
-    """``[n_units, 2]`` positions on a grid, row-major, spacing ``1 / (columns - 1)``.
-
-    ``columns`` defaults to ``ceil(sqrt(n_units))``; the grid has ``ceil(n / columns)`` rows.
-    """
-    if columns is None:
-        columns = max(2, math.ceil(math.sqrt(n_units)))
-    idx = torch.arange(n_units)
-    spacing = 1.0 / (columns - 1)
-    return torch.stack([(idx % columns).double(), (idx // columns).double()], dim=1) * spacing
-
-
-def distance_matrix(positions: Tensor) -> Tensor:
-    """``[n, 2] -> [n, n]`` Euclidean distances between unit positions."""
-    return torch.cdist(positions.double(), positions.double())
-
-
-def connection_cost(weights: Tensor, positions: Tensor, A: float = 1.0, l0: float = 0.2) -> Tensor:
-    """BIMT connection cost ``sum_ij |W_ij| * (A * d_ij + l0)`` of a ``[n, n]`` weight matrix."""
-    d = distance_matrix(positions).to(weights.dtype)
-    return (weights.abs() * (A * d + l0)).sum()
 
 
 def swap_gains(strength: Tensor, dist: Tensor, unit: int) -> Tensor:
@@ -128,59 +106,6 @@ class RNNTrainResult:
     positions: Tensor | None = None
 
 
-def ctrnn_forward(model: HookedRNN, x: Tensor) -> Tensor:
-    """``[batch, time, in] -> [batch, time, out]``: the model's ctrnn "yang2019" recurrence,
-    differentiable and lean, for training.
-
-    Equal to ``model(x)`` (tested) without its hook points. It exists because ``HookedRNN`` has
-    no fused kernel for a ctrnn and its per-step loop indexes the precomputed input drive with
-    ``xw[:, t]``, whose backward writes a full ``[batch, time, H]`` gradient at every step;
-    ``unbind`` here gives a backward 3-4x faster on this CPU.
-    """
-    cfg = model.cfg
-    if cfg.kind != "ctrnn" or cfg.convention != "yang2019" or model.W_rec is not model.weight_hh:
-        raise ValueError("ctrnn_forward needs a ctrnn (yang2019) without mask or Dale's law")
-    f = {"softplus": F.softplus, "relu": torch.relu, "tanh": torch.tanh}[cfg.nonlinearity]
-    bias = model.bias_ih + model.bias_hh if cfg.bias else None
-    drive = F.linear(x, model.weight_ih, bias).unbind(1)
-    h = x.new_zeros(x.shape[0], cfg.hidden_size)
-    w_t = model.weight_hh.T
-    states = []
-    for xt in drive:
-        h = torch.lerp(h, f(torch.addmm(xt, h, w_t)), cfg.alpha)
-        states.append(h)
-    return model.readout(torch.stack(states, dim=1))
-
-
-def masked_mse(outputs: Tensor, trials: cognitive.Trials) -> Tensor:
-    """Yang et al.'s cost: mean of ``mask * (output - target)^2`` over batch, time, outputs."""
-    return (trials.mask * (outputs - trials.targets) ** 2).mean()
-
-
-def evaluate(
-    model: HookedRNN,
-    tasks: Sequence[str] = cognitive.TASKS,
-    n_trials: int = 128,
-    seed: int = 12345,
-    noise: float = 0.05,
-    fwd_hooks: list | None = None,
-) -> dict[str, float]:
-    """Accuracy of ``model`` on ``n_trials`` fresh trials of each task (seeded; no grad)."""
-    gen = torch.Generator().manual_seed(seed)
-    out: dict[str, float] = {}
-    with torch.no_grad():
-        for task in tasks:
-            trials = cognitive.generate(task, n_trials, seed=gen, noise=noise, dtype=model.dtype)
-            if fwd_hooks:
-                y = model.run_with_hooks(trials.inputs, fwd_hooks=fwd_hooks)
-            elif model.kind == "ctrnn" and model.cfg.convention == "yang2019":
-                y = ctrnn_forward(model, trials.inputs)
-            else:
-                y = model(trials.inputs)
-            out[task] = cognitive.accuracy(y, trials)
-    return out
-
-
 def train_cognitive_rnn(
     model: HookedRNN,
     *,
@@ -212,15 +137,13 @@ def train_cognitive_rnn(
     Returns:
         :class:`RNNTrainResult`; for BIMT its ``positions [H, 2]`` are the final position map.
     """
-    if regularizer not in REGULARIZERS:
-        raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
+    check_choice("regularizer", regularizer, REGULARIZERS)
     if model.output_size != cognitive.N_OUTPUT or model.input_size != cognitive.N_INPUT:
         raise ValueError(
             f"model must map {cognitive.N_INPUT} inputs to {cognitive.N_OUTPUT} outputs, got "
             f"{model.input_size} -> {model.output_size}"
         )
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+    check_positive_int("steps", steps)
     n = model.hidden_size
     if positions is None:
         positions = grid_positions(n)

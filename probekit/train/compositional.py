@@ -23,8 +23,14 @@ from typing import Any
 
 import torch
 
-from probekit.tasks.compositional import CompositionTask, greedy_generate
-from probekit.train.causal_lm import TrainResult, train_causal_lm
+from probekit.tasks.compositional import (
+    CompositionTask,
+    greedy_generate,
+    save_split,
+    teacher_forced_exact_match,
+    teacher_forced_right,
+)
+from probekit.train.causal_lm import LMSettings, TrainResult, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -34,9 +40,10 @@ from probekit.train.recipes import (
 
 
 @dataclass(frozen=True)
-class CompFnRecipe:
+class CompFnRecipe(LMSettings):
     """Everything that defines the ``compfn`` checkpoint (task, split, model, optimisation)."""
 
+    # task, split and training data
     fmt: str = "step"
     task_seed: int = 0
     n_train_compositions: int = 100
@@ -44,13 +51,12 @@ class CompFnRecipe:
     split_seed: int = 0
     n_train_sequences: int = 100_000
     data_seed: int = 1
+    # GPT-2 depth and width
     n_layer: int = 6
     n_embd: int = 48
-    n_head: int = 4
+    # optimisation and evaluation
     steps: int = 10000
     batch_size: int = 32
-    lr: float = 3e-3
-    weight_decay: float = 0.1
     warmup: int = 150
     eval_every: int = 500
     eval_seed: int = 2
@@ -99,35 +105,6 @@ def eval_sets(recipe: CompFnRecipe) -> dict[str, torch.Tensor]:
     ):
         out[name] = task.sequences(comps, task.random_inputs(len(comps), g))
     return out
-
-
-@torch.no_grad()
-def teacher_forced_exact_match(
-    model: torch.nn.Module,
-    tokens: torch.Tensor,
-    prompt_len: int,
-    final_len: int,
-    batch_size: int = 512,
-) -> dict[str, float]:
-    """Exact match from one teacher-forced forward of ``tokens [n, L]``.
-
-    ``exact_match``: every output token's (positions ``prompt_len..L-1``) argmax is right, which
-    equals greedy exact match; ``final_exact_match``: the last ``final_len`` tokens (the answer
-    ``F(x)``) are right; ``token_accuracy``: the fraction of right output tokens.
-    """
-    all_right, tok_right, final_right = [], [], []
-    for chunk in tokens.split(batch_size):
-        out = model(chunk)
-        logits = out if isinstance(out, torch.Tensor) else out.logits
-        right = logits[:, prompt_len - 1 : -1].argmax(-1) == chunk[:, prompt_len:]
-        all_right.append(right.all(1))
-        tok_right.append(right.float().mean(1))
-        final_right.append(right[:, -final_len:].all(1))
-    return {
-        "exact_match": float(torch.cat(all_right).float().mean()),
-        "final_exact_match": float(torch.cat(final_right).float().mean()),
-        "token_accuracy": float(torch.cat(tok_right).mean()),
-    }
 
 
 def _verdict(metrics: dict[str, Any]) -> str:
@@ -300,17 +277,14 @@ def build_compfn(
             for name, tokens in sets.items()
         }
 
-    result: TrainResult = train_causal_lm(
+    result: TrainResult = train_recipe_lm(
         model,
         train_tokens,
+        recipe,
         steps=steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=eval_fn,
-        eval_every=recipe.eval_every,
         progress=progress,
         loss_mask=task.output_mask(),
     )
@@ -321,9 +295,7 @@ def build_compfn(
     }
     sample = sets["heldout"][:200]
     greedy = greedy_generate(model, sample[:, : task.prompt_len], task.seq_len)
-    forced_right = (
-        model(sample).logits[:, task.prompt_len - 1 : -1].argmax(-1) == sample[:, task.prompt_len :]
-    ).all(1)
+    forced_right = (teacher_forced_right(model(sample).logits, sample, task.prompt_len)).all(1)
     greedy_right = (greedy[:, task.prompt_len :] == sample[:, task.prompt_len :]).all(1)
     metrics: dict[str, Any] = {
         "recipe": name,
@@ -348,17 +320,7 @@ def build_compfn(
         model.save_pretrained(tmp)
         task.tokenizer().save_pretrained(tmp)
         metrics["model_sha256"] = sha256_file(tmp / "model.safetensors")
-        (tmp / "split.json").write_text(
-            json.dumps(
-                {
-                    "task": asdict(task),
-                    "train": split.train.tolist(),
-                    "heldout": split.heldout.tolist(),
-                    "out_of_order": split.out_of_order.tolist(),
-                }
-            )
-            + "\n"
-        )
+        save_split(task, split, tmp / "split.json")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         config_text = (tmp / "config.json").read_text().strip()
         (tmp / "card.md").write_text(_card(recipe, seed, metrics, config_text))

@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from probekit.tasks import knowledge_graph as kg
-from probekit.train.causal_lm import TrainResult, train_causal_lm
+from probekit.tasks.knowledge_graph import save_graph
+from probekit.train.causal_lm import LMSettings, TrainResult, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -30,9 +30,10 @@ from probekit.train.recipes import (
 
 
 @dataclass(frozen=True)
-class KGRingRecipe:
+class KGRingRecipe(LMSettings):
     """Everything that defines the ``kg-ring`` checkpoint (graph, walks, model, optimisation)."""
 
+    # the graph, its held-out facts and the training walks
     n_entities: int = kg.DEFAULT_ENTITIES
     heldout_fraction: float = 0.1
     composition_heldout_fraction: float = 0.1
@@ -41,13 +42,12 @@ class KGRingRecipe:
     skip_prob: float = 0.2
     n_walks: int = 200_000
     walk_seed: int = 1
+    # model
     n_layer: int = 3
     n_embd: int = 128
-    n_head: int = 4
+    # optimisation and evaluation
     steps: int = 3000
-    batch_size: int = 64
     lr: float = 1e-3
-    weight_decay: float = 0.1
     warmup: int = 200
     eval_every: int = 500
     eval_items: int = 1024
@@ -87,38 +87,6 @@ def graph_from_recipe(recipe: KGRingRecipe) -> kg.KnowledgeGraph:
     )
 
 
-def save_graph(graph: kg.KnowledgeGraph, path: str | os.PathLike) -> None:
-    """Write ``graph.json``: the orders, held-out facts ``[head, relation]`` and compositions."""
-    payload = {
-        "n_entities": graph.n_entities,
-        "orders": graph.orders.tolist(),
-        "heldout_facts": graph.heldout.nonzero().tolist(),
-        "heldout_compositions": graph.heldout_composition.nonzero().tolist(),
-    }
-    Path(path).write_text(json.dumps(payload) + "\n")
-
-
-def load_graph(path: str | os.PathLike) -> kg.KnowledgeGraph:
-    """Read a ``graph.json`` (a checkpoint directory or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "graph.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no knowledge-graph description at {path} (graph.json)")
-    data = json.loads(path.read_text())
-    e_count = int(data["n_entities"])
-    orders = torch.tensor(data["orders"], dtype=torch.long)
-    positions = torch.empty_like(orders)
-    positions.scatter_(1, orders, torch.arange(e_count).expand(kg.N_ORDERS, -1).contiguous())
-    heldout = torch.zeros(e_count, kg.N_RELATIONS, dtype=torch.bool)
-    facts = torch.tensor(data["heldout_facts"], dtype=torch.long).reshape(-1, 2)
-    heldout[facts[:, 0], facts[:, 1]] = True
-    comps = torch.zeros(e_count, kg.N_RELATIONS, kg.N_RELATIONS, dtype=torch.bool)
-    triples = torch.tensor(data["heldout_compositions"], dtype=torch.long).reshape(-1, 3)
-    comps[triples[:, 0], triples[:, 1], triples[:, 2]] = True
-    return kg.KnowledgeGraph(orders, positions, heldout, comps)
-
-
 def _accuracies(model: torch.nn.Module, sets: dict[str, kg.EvalSet], e_count: int) -> dict:
     return {name: kg.evaluate(model, items, e_count) for name, items in sets.items()}
 
@@ -155,7 +123,7 @@ def _card(recipe: KGRingRecipe, seed: int, metrics: dict[str, Any], config_text:
 A {r.n_layer}-layer GPT-2 trained from scratch on random walks over a synthetic knowledge graph:
 {r.n_entities} entities on three independent random cyclic orders, 24 relations (clockwise /
 anticlockwise neighbour at 1-4 hops on each order). It is the model the representation-shattering
-study (`analyses/representation_shattering.py`, seeds/abstracts.md §1) edits with ROME, MEMIT
+study (`analyses/representation_shattering.py`) edits with ROME, MEMIT
 and fine-tuning.
 
 ## The task (`probekit.tasks.knowledge_graph`)
@@ -222,7 +190,7 @@ Rebuild with `probekit train kg-ring` or `probekit.train.RECIPES["kg-ring"](out_
 
 - `model.safetensors` sha256 `{metrics["model_sha256"]}`
 - `config.json`, `generation_config.json`, `tokenizer.json`, `tokenizer_config.json`
-- `graph.json`: the graph (`probekit.train.knowledge_graph.load_graph`)
+- `graph.json`: the graph (`probekit.tasks.knowledge_graph.load_graph`)
 - `metrics.json`: the numbers above
 """
 
@@ -254,17 +222,14 @@ def build_kg_ring(
     def eval_fn(m: torch.nn.Module) -> dict[str, float]:
         return _accuracies(m, quick_sets, graph.n_entities)
 
-    result: TrainResult = train_causal_lm(
+    result: TrainResult = train_recipe_lm(
         model,
         train_tokens,
+        recipe,
         steps=steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=eval_fn,
-        eval_every=recipe.eval_every,
         progress=progress,
     )
     model.eval()

@@ -1,7 +1,7 @@
 """The ``grid-rnn`` recipe: a path-integrating RNN trained on place-cell targets (Sorscher-style).
 
 Do grid cells, and grid modules, emerge in a small recurrent network trained on the CPU to keep
-track of its position from its velocity (seeds/abstracts.md §9)? This recipe trains the network
+track of its position from its velocity (Sorscher et al. 2023)? This recipe trains the network
 that question is asked of, and measures the answer on its card:
 
 - task (:mod:`probekit.tasks.navigation`): random walks in a 2.2 x 2.2 box, input the
@@ -12,17 +12,17 @@ that question is asked of, and measures the answer on its card:
   the place cells, and an initial state ``h0 = encoder @ (n_place * place_code(start))`` (the
   code scaled to mean 1 per cell); the encoder
   ``[hidden, n_place]`` and the place-cell centres ``[n_place, 2]`` are stored in the checkpoint
-  as extra tensors ``encoder`` and ``place_centers`` (:func:`initial_state` rebuilds ``h0``);
+  as extra tensors ``encoder`` and ``place_centers``
+  (:func:`probekit.tasks.navigation.initial_state` rebuilds ``h0``);
 - loss: softmax cross-entropy of the readout against the place code, plus
   ``weight_decay * sum(W_hh^2)`` (Sorscher et al.), Adam;
 - evaluation: loss and position-decoding error on fresh trajectories, and the grid scores of the
-  hidden units (:mod:`probekit.grid`) against the same network untrained and a shuffle null.
+  hidden units (:mod:`probekit.stats.grid`) against the same network untrained and a shuffle null.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from probekit.models.rnn import HookedRNN, RNNConfig
+from probekit.models.rnn import HookedRNN
 from probekit.tasks import navigation
 
 
@@ -59,37 +59,9 @@ class GridRNNRecipe:
 
 
 def grid_rnn_model(recipe: GridRNNRecipe, seed: int) -> tuple[HookedRNN, torch.nn.Parameter]:
-    """The untrained network and its encoder ``[hidden, n_place]`` (initial-state map), seeded."""
-    cfg = RNNConfig(
-        kind="rnn",
-        input_size=2,
-        hidden_size=recipe.hidden,
-        output_size=recipe.n_place,
-        nonlinearity="relu",
-        bias=False,
-        extra={"task": "probekit.tasks.navigation path integration (grid-rnn recipe)"},
-    )
-    model = HookedRNN(cfg, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    k = 1.0 / math.sqrt(recipe.n_place)
-    encoder = torch.nn.Parameter(
-        torch.empty(recipe.hidden, recipe.n_place).uniform_(-k, k, generator=gen)
-    )
-    return model, encoder
-
-
-def initial_state(model: HookedRNN, start: torch.Tensor, **code_kwargs: Any) -> torch.Tensor:
-    """``h0 [batch, hidden]`` of a saved grid-rnn for start positions ``[batch, 2]``.
-
-    Uses the checkpoint's ``encoder`` and ``place_centers`` extra tensors and its place-code
-    settings (``model.cfg.extra``); ``code_kwargs`` override ``sigma`` / ``surround``.
-    """
-    extra = model.cfg.extra
-    kwargs = {"sigma": extra.get("place_sigma", 0.12), "surround": extra.get("place_surround", 2.0)}
-    kwargs.update(code_kwargs)
-    centers = model.place_centers
-    code = len(centers) * navigation.place_code(start.to(centers), centers, **kwargs)
-    return code.to(model.dtype) @ model.encoder.T.to(model.dtype)
+    """The untrained network and its encoder ``[hidden, n_place]`` (initial-state map), seeded
+    (:func:`probekit.tasks.navigation.navigation_rnn`)."""
+    return navigation.navigation_rnn(recipe.hidden, recipe.n_place, seed)
 
 
 def _loss(
@@ -161,47 +133,16 @@ def train_grid_rnn(
 def attach_task_tensors(
     model: HookedRNN, encoder: torch.Tensor, centers: torch.Tensor, recipe: GridRNNRecipe
 ) -> HookedRNN:
-    """Store encoder, place-cell centres and the place-code settings in the model (for saving)."""
-    model.add_extra_tensor("encoder", encoder.detach().clone())
-    model.add_extra_tensor("place_centers", centers.detach().clone())
-    model.cfg.extra.update(
-        {
-            "place_sigma": recipe.place_sigma,
-            "place_surround": recipe.place_surround,
-            "box": list(recipe.box),
-            "seq_len": recipe.seq_len,
-            "input": "velocity [vx, vy] (box units per second), dt 0.02 s",
-            "h0": "encoder @ (n_place * place_code(start))",
-        }
+    """Store encoder, place-cell centres and the recipe's place-code settings in the model."""
+    return navigation.attach_task_tensors(
+        model,
+        encoder,
+        centers,
+        place_sigma=recipe.place_sigma,
+        place_surround=recipe.place_surround,
+        box=recipe.box,
+        seq_len=recipe.seq_len,
     )
-    return model
-
-
-def rollout(
-    model: HookedRNN, n_trajectories: int, seed: int, seq_len: int | None = None
-) -> dict[str, torch.Tensor]:
-    """Run a saved grid-rnn on fresh trajectories of its task.
-
-    Returns ``hidden [n, T, H]``, ``logits [n, T, n_place]``, ``positions [n, T, 2]``,
-    ``target [n, T, n_place]`` (the place code), ``start [n, 2]``.
-    """
-    extra = model.cfg.extra
-    box = tuple(extra.get("box", navigation.DEFAULT_BOX))
-    seq_len = int(extra.get("seq_len", 20)) if seq_len is None else seq_len
-    traj = navigation.trajectories(n_trajectories, seq_len, box=box, seed=seed)
-    code_kw = {"sigma": extra["place_sigma"], "surround": extra["place_surround"]}
-    with torch.no_grad():
-        logits, cache = model.run_with_cache(
-            traj.velocity, initial_state(model, traj.start), names_filter="hook_hidden"
-        )
-        target = navigation.place_code(traj.positions, model.place_centers, **code_kw)
-    return {
-        "hidden": cache["hook_hidden"],
-        "logits": logits,
-        "positions": traj.positions,
-        "target": target,
-        "start": traj.start,
-    }
 
 
 def evaluate_grid_rnn(
@@ -214,16 +155,17 @@ def evaluate_grid_rnn(
 ) -> dict[str, Any]:
     """Loss, position decoding and grid analysis of a saved grid-rnn on fresh trajectories.
 
-    Returns ``{"metrics": {...}, "modules": GridModules, "rollout": {...}}``; metrics are the
+    Returns ``{"metrics": {...}, "modules": {...}, "rollout": {...}}`` (``modules``: the
+    frame and summary of :func:`probekit.stats.grid.module_table`); metrics are the
     cross-entropy and its floor (the entropy of the targets), the decoding error (mean centre of
     the top-3 place cells, box units) against the error of always guessing the start position,
     and the grid-score distribution against a circular-shift null.
     """
     import numpy as np
 
-    from probekit import grid
+    from probekit.stats import grid
 
-    out = rollout(model, n_trajectories, seed)
+    out = navigation.rollout(model, n_trajectories, seed)
     logits, target, pos = out["logits"], out["target"], out["positions"]
     ce = float(-(target * F.log_softmax(logits, -1)).sum(-1).mean())
     entropy = float(-(target * target.clamp_min(1e-30).log()).sum(-1).mean())
@@ -236,8 +178,9 @@ def evaluate_grid_rnn(
     null = grid.shuffle_null(
         hidden, pos, bins=bins, extent=extent, n_shuffles=n_shuffles, seed=shuffle_seed
     )
-    found = grid.modules(maps, extent=extent, null_scores=null)
-    s60 = found.frame["score60"].to_numpy()
+    found = grid.module_table(maps, extent=extent, null_scores=null)
+    frame, summary = found["frame"], found["summary"]
+    s60 = frame["score60"].to_numpy()
     finite = s60[np.isfinite(s60)]
     quantiles = [0.05, 0.25, 0.5, 0.75, 0.95]
     metrics = {
@@ -248,20 +191,20 @@ def evaluate_grid_rnn(
         "decoding_error_last_step": float(err[:, -1].mean()),
         "start_guess_error_mean": float(start_err.mean()),
         "n_units": int(hidden.shape[-1]),
-        "n_silent_units": int(found.frame["score60"].isna().sum()),
+        "n_silent_units": int(frame["score60"].isna().sum()),
         "score60_quantiles": dict(
             zip([str(q) for q in quantiles], [float(v) for v in _quantiles(finite, quantiles)])
         ),
         "score60_max": float(finite.max()) if len(finite) else float("nan"),
-        "null_score60_p95": found.summary["null_p95"],
-        "n_score_above_0.3": found.summary["n_score_pass"],
-        "n_above_null_p95": int((finite > found.summary["null_p95"]).sum()),
-        "n_grid_cells": found.summary["n_grid"],
-        "n_modules": found.summary["n_modules"],
-        "module_spacings": found.summary["spacings"],
-        "module_orientations": found.summary["orientations"],
-        "module_orientation_sds": found.summary["orientation_sds"],
-        "module_sizes": found.summary["module_sizes"],
+        "null_score60_p95": summary["null_p95"],
+        "n_score_above_0.3": summary["n_score_pass"],
+        "n_above_null_p95": int((finite > summary["null_p95"]).sum()),
+        "n_grid_cells": summary["n_grid"],
+        "n_modules": summary["n_modules"],
+        "module_spacings": summary["spacings"],
+        "module_orientations": summary["orientations"],
+        "module_orientation_sds": summary["orientation_sds"],
+        "module_sizes": summary["module_sizes"],
         "eval_trajectories": n_trajectories,
         "eval_seed": seed,
         "bins": bins,
@@ -293,7 +236,7 @@ def _card(recipe: GridRNNRecipe, seed: int, m: dict[str, Any]) -> str:
     r = recipe
     return f"""# grid-rnn
 
-A path-integrating recurrent network in the style of Sorscher et al. (seeds/abstracts.md §9),
+A path-integrating recurrent network in the style of Sorscher et al. (Sorscher et al. 2023, Neuron 111:121),
 trained here on the CPU, shipped so that `pk.grid` and the `grid_modules` study have a real
 navigation network to analyse. **Verdict: {emerged}**
 
@@ -311,8 +254,8 @@ the position after each step over {r.n_place} place cells (centres uniform, seed
 `HookedRNN` kind `rnn`, ReLU, {r.hidden} hidden units, no bias, linear readout to the
 {r.n_place} place cells. Initial state `h0 = encoder @ ({r.n_place} * place_code(start))`; the
 `encoder [{r.hidden}, {r.n_place}]` and `place_centers [{r.n_place}, 2]` are extra tensors in
-`model.safetensors`; `probekit.train.navigation.initial_state(model, start)` rebuilds `h0`, and
-`probekit.train.navigation.rollout(model, n, seed)` runs the model on fresh trajectories.
+`model.safetensors`; `probekit.tasks.navigation.initial_state(model, start)` rebuilds `h0`, and
+`probekit.tasks.navigation.rollout(model, n, seed)` runs the model on fresh trajectories.
 {m["n_parameters"]:,} parameters.
 
 ## Training
@@ -485,7 +428,5 @@ __all__ = [
     "build_grid_rnn",
     "evaluate_grid_rnn",
     "grid_rnn_model",
-    "initial_state",
-    "rollout",
     "train_grid_rnn",
 ]

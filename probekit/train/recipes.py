@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from probekit.tasks import cyclic
-from probekit.train.causal_lm import TrainResult, train_causal_lm
+from probekit.train.causal_lm import LMSettings, TrainResult, train_recipe_lm
 
 # ----------------------------------------------------------------------------- atomic directories
 
@@ -98,22 +98,17 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 @dataclass(frozen=True)
-class CyclicLMRecipe:
+class CyclicLMRecipe(LMSettings):
     """Everything that defines the ``cyclic-lm`` checkpoint (task, split, model, optimisation)."""
 
+    # task and split
     p: int = cyclic.DEFAULT_P
     max_step: int = cyclic.DEFAULT_MAX_STEP
     length: int = cyclic.DEFAULT_LENGTH
     holdout_fraction: float = 0.2
     split_seed: int = 0
-    n_layer: int = 2
+    # model width (depth and optimisation: LMSettings' defaults)
     n_embd: int = 128
-    n_head: int = 4
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
-    warmup: int = 100
     eval_every: int = 250
 
 
@@ -332,17 +327,14 @@ def build_cyclic_lm(
         train, held = _evaluate(m, train_tokens), _evaluate(m, heldout_tokens)
         return {"train_accuracy": train["accuracy"], "heldout_accuracy": held["accuracy"]}
 
-    result: TrainResult = train_causal_lm(
+    result: TrainResult = train_recipe_lm(
         model,
         train_tokens,
+        recipe,
         steps=steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=eval_fn,
-        eval_every=recipe.eval_every,
         progress=progress,
     )
     train_eval, heldout_eval = _evaluate(model, train_tokens), _evaluate(model, heldout_tokens)

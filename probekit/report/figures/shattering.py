@@ -95,6 +95,11 @@ def projection_figure(
                     col=col,
                 )
     fig.update_layout(title=title, height=650)
+    # Projections have no units: each axis is a component of the 2-D embedding.
+    for col, method in enumerate(methods, start=1):
+        for row in (1, 2):
+            fig.update_xaxes(title_text=f"{method} component 1", row=row, col=col)
+            fig.update_yaxes(title_text=f"{method} component 2", row=row, col=col)
     return fig
 
 
