@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from figure_checks import problems
 from torch import nn
 
 import probekit as pk
@@ -138,6 +139,12 @@ def test_evaluate_frame_and_summary_on_planted_generations():
     assert res.figures() and res.figures()[0].layout.xaxis.title.text
 
 
+def _assert_labelled(*results):
+    for result in results:
+        for fig in result.figures():
+            assert not problems(fig.to_plotly_json()), (result.kind, problems(fig.to_plotly_json()))
+
+
 def test_temperature_zero_equals_greedy_decoding_and_cache_agrees():
     g = gn.hierarchical_dag(layers=5, width=3, p=0.7, seed=2)
     n = g.number_of_nodes()
@@ -172,6 +179,7 @@ def test_diversity_oracle_covers_paths_at_temperature_one_not_at_zero():
     assert (t1["unique_correct"] == 9).all() and (t1["coverage"] == 1).all()
     assert (t1["accuracy"] == 1).all()
     assert res.summary["peak_temperature"] == 1.0
+    _assert_labelled(res)
 
 
 def test_simplicity_bias_zero_for_uniform_oracle_negative_for_shortest():
@@ -190,6 +198,7 @@ def test_simplicity_bias_zero_for_uniform_oracle_negative_for_shortest():
     if any(longest[s, t] > dist[s, t] for s, t in pairs):
         assert sbias.summary["mean_minus_uniform"] < -0.1
     # the frame's difference columns are what they say
+    _assert_labelled(uniform, sbias)
     row = sbias.frame.iloc[0]
     assert row["minus_uniform"] == row["length"] - row["true_length"]
 
@@ -220,6 +229,7 @@ def test_stepwise_gap_and_failure_split_and_rule_on_planted_models():
     assert split.frame["misstep_rate"].tolist() == pytest.approx([0.4, 0.0])
     assert split.frame["planning_failure_rate"].tolist() == pytest.approx([0.2, 0.0])
     assert split.summary["misstep_below_5pct_at"] == 200
+    _assert_labelled(gap, split)
     # the shortest-path oracle always picks a successor nearest the goal
     mech = pk.stepwise.mechanism(oracle, g, conn)
     assert mech.summary["rule_agreement"] == 1.0
@@ -252,6 +262,7 @@ def test_mechanism_attention_matches_hand_computation():
     assert mech.frame["current_attention"].to_numpy() == pytest.approx(
         (self_sum / count).reshape(-1), abs=1e-5
     )
+    _assert_labelled(mech)
 
 
 def test_bad_arguments_name_the_argument():
