@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CKPT = ROOT / "checkpoints"
 STEPWISE, DIRECT = CKPT / "graphnav-stepwise", CKPT / "graphnav-direct"
 RANDOM, INCONTEXT = CKPT / "graphnav-random", CKPT / "graphnav-incontext"
+SWEEP = CKPT / "graphnav-cap-sweep"
 
 
 def _verdict(ok: bool | None, partly: bool = False) -> str:
@@ -96,6 +97,40 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
         "by_length": gap.frame.to_dict("records"),
     }
     sections.append(gap)
+
+    # the gap against the training cap: the cap-sweep pairs (caps 1, 2) and the shipped one
+    rows = [{"cap": cap, **{k: g.get(k) for k in _GAP_KEYS}}]
+    for c in (1, 2):
+        s_dir, d_dir = SWEEP / f"cap{c}-stepwise", SWEEP / f"cap{c}-direct"
+        if not ((s_dir / "graph.json").is_file() and (d_dir / "graph.json").is_file()):
+            continue
+        cap_split = gn.load_split(s_dir)
+        cap_gap = pk.stepwise.stepwise_gap(
+            str(s_dir),
+            str(d_dir),
+            graph,
+            cap_split.heldout_connected,
+            cap_split.heldout_unconnected,
+            max_train_length=c,
+        ).summary
+        rows.append({"cap": c, **{k: cap_gap.get(k) for k in _GAP_KEYS}})
+    if len(rows) > 1:
+        sweep = pd.DataFrame(rows).sort_values("cap").reset_index(drop=True)
+        gaps = sweep["gap"].to_numpy()
+        grows = bool(np.all(np.diff(gaps) < 0))  # larger gap at smaller caps
+        verdicts["reasoning_gap"]["by_cap"] = sweep.to_dict("records")
+        verdicts["reasoning_gap"]["gap_grows_as_cap_shrinks"] = grows
+        sections.append(
+            pk.report.Result(
+                title="The stepwise gap against the longest training path",
+                frame=sweep,
+                summary={"gap_grows_as_cap_shrinks": grows},
+                figs=[_cap_figure(sweep)],
+                description="Each pair of models (stepwise, direct) was trained with paths of at "
+                "most `cap` edges and is scored on its own held-out pairs (balanced path-exists "
+                "accuracy, greedy).",
+            )
+        )
 
     # (ii) diversity vs temperature, on the held-out pairs with the most paths
     counts = gn.path_counts(graph)[held[:, 0], held[:, 1]]
@@ -234,6 +269,35 @@ def analyse(quick: bool = False) -> tuple[list[Any], dict[str, Any]]:
     return sections, verdicts
 
 
+_GAP_KEYS = (
+    "stepwise_accuracy",
+    "direct_accuracy",
+    "gap",
+    "stepwise_length_balanced_accuracy",
+    "direct_length_balanced_accuracy",
+    "length_balanced_gap",
+)
+
+
+def _cap_figure(sweep: pd.DataFrame):
+    import plotly.graph_objects as go
+
+    fig = go.Figure(layout={"height": 380})
+    for col, name in (
+        ("stepwise_accuracy", "stepwise model"),
+        ("direct_accuracy", "direct model"),
+        ("gap", "gap (stepwise - direct)"),
+    ):
+        fig.add_trace(go.Scatter(x=sweep["cap"], y=sweep[col], mode="lines+markers", name=name))
+    fig.update_layout(
+        title="balanced path-exists accuracy on held-out pairs against the training cap",
+        xaxis_title="longest training path (edges)",
+        yaxis_title="balanced accuracy / gap (fraction)",
+        legend_title="series",
+    )
+    return fig
+
+
 def _line(name: str, v: dict[str, Any]) -> str:
     def f(x: Any) -> str:
         return "-" if x is None else f"{x:.3f}" if isinstance(x, float) else str(x)
@@ -246,6 +310,17 @@ def _line(name: str, v: dict[str, Any]) -> str:
             f"{f(v['gap_beyond_cap'])}); balanced within each pair length, stepwise "
             f"{f(v['stepwise_length_balanced_accuracy'])} vs direct "
             f"{f(v['direct_length_balanced_accuracy'])} (gap {f(v['length_balanced_gap'])})"
+            + (
+                "; against the training cap: "
+                + ", ".join(f"cap {r['cap']}: gap {f(r['gap'])}" for r in v["by_cap"])
+                + (
+                    " (grows as the cap shrinks)"
+                    if v["gap_grows_as_cap_shrinks"]
+                    else " (does not grow steadily as the cap shrinks)"
+                )
+                if "by_cap" in v
+                else ""
+            )
         )
     if name == "diversity_accuracy_tradeoff":
         return (

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -624,6 +624,90 @@ warmup steps then cosine decay; {metrics["steps"]} steps of batch {r.batch_size}
 """
 
 
+#: The training caps of the cap sweep (the shipped pair has cap 3).
+SWEEP_CAPS = (1, 2)
+
+
+def sweep_recipe(cap: int, fmt: str) -> GraphNavRecipe:
+    """The shipped recipe of ``fmt`` with the training cap set to ``cap`` (same graph, same
+    held-out fraction and seeds)."""
+    base = STEPWISE_RECIPE if fmt == "stepwise" else DIRECT_RECIPE
+    return replace(base, max_train_length=cap)
+
+
+def build_graphnav_cap_sweep(
+    out_dir: str | os.PathLike,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``graphnav-cap-sweep``: the stepwise and direct recipes again with the longest
+    training path capped at 1 and at 2 edges (the shipped pair has 3), each model in its own
+    checkpoint directory ``cap{c}-{fmt}`` under ``out_dir``, for the stepwise gap as a function
+    of the cap. Returns ``{"cap1-stepwise": metrics, ...}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for cap in SWEEP_CAPS:
+        for fmt in FORMATS_TRAINED:
+            name = f"cap{cap}-{fmt}"
+            results[name] = build_graphnav(
+                out / name, steps, seed, progress, sweep_recipe(cap, fmt), f"graphnav-{name}"
+            )
+    write_sweep_summary(out, results)
+    return results
+
+
+def write_sweep_summary(out_dir: str | os.PathLike, results: dict[str, dict]) -> None:
+    """``metrics.json`` and ``card.md`` of the cap-sweep directory, from its models' metrics."""
+    out = Path(out_dir)
+    rows = []
+    for cap in SWEEP_CAPS:
+        s, d = results[f"cap{cap}-stepwise"], results[f"cap{cap}-direct"]
+        rows.append(
+            {
+                "cap": cap,
+                "stepwise_path_accuracy": s["heldout_accuracy"],
+                "stepwise_balanced_answer_accuracy": s["heldout_balanced_answer_accuracy"],
+                "direct_balanced_answer_accuracy": d["heldout_balanced_answer_accuracy"],
+                "train_seconds": [s["train_seconds"], d["train_seconds"]],
+            }
+        )
+    metrics = {
+        "recipe": "graphnav-cap-sweep",
+        "heldout_accuracy": {k: v["heldout_accuracy"] for k, v in results.items()},
+        "by_cap": rows,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    table = "\n".join(
+        f"| {r['cap']} | {r['stepwise_path_accuracy']:.3f} | "
+        f"{r['stepwise_balanced_answer_accuracy']:.3f} | "
+        f"{r['direct_balanced_answer_accuracy']:.3f} | {r['train_seconds'][0]:.0f} + "
+        f"{r['train_seconds'][1]:.0f} |"
+        for r in rows
+    )
+    (out / "card.md").write_text(
+        f"""# graphnav-cap-sweep
+
+The `graphnav-stepwise` and `graphnav-direct` recipes again (same graph, split seeds, model and
+optimisation) with the longest training path capped at {", ".join(map(str, SWEEP_CAPS))} edges
+instead of 3, one checkpoint directory per model (`cap{{c}}-stepwise`, `cap{{c}}-direct`, each with
+its own `card.md`, `metrics.json` and `graph.json`). Shipped for the stepwise gap as a function
+of the longest training path (`analyses/graph_navigation.py`; `docs/graph_navigation.md`).
+
+| cap | stepwise path accuracy | stepwise balanced answer | direct balanced answer | train s |
+|---|---|---|---|---|
+{table}
+
+Held-out pairs of each model: 20% of the pairs under its cap and every longer pair. Rebuild
+with `probekit train graphnav-cap-sweep` (the models one after another).
+"""
+    )
+
+
+FORMATS_TRAINED = ("stepwise", "direct")
+
+
 def build_graphnav_direct(
     out_dir: str | os.PathLike,
     steps: int | None = None,
@@ -639,6 +723,7 @@ __all__ = [
     "STEPWISE_RECIPE",
     "GraphNavRecipe",
     "build_graphnav",
+    "build_graphnav_cap_sweep",
     "build_graphnav_direct",
     "build_graphnav_incontext",
     "build_graphnav_random",

@@ -430,5 +430,6 @@ RECIPES = RecipeRegistry(
         "graphnav-direct": "probekit.train.graph_navigation:build_graphnav_direct",
         "graphnav-random": "probekit.train.graph_navigation:build_graphnav_random",
         "graphnav-incontext": "probekit.train.graph_navigation:build_graphnav_incontext",
+        "graphnav-cap-sweep": "probekit.train.graph_navigation:build_graphnav_cap_sweep",
     }
 )
