@@ -204,3 +204,12 @@ def test_cli_cache_user_errors_exit_2_with_one_line(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(argv) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_non_finite_positions_and_silent_networks_get_clear_errors():
+    positions = torch.zeros(2, 10, 2)
+    positions[1, 3, 0] = float("inf")
+    with pytest.raises(ValueError, match="positions must be finite; sample 13"):
+        pk.grid.ratemaps(torch.randn(2, 10, 4), positions, bins=5, extent=((-1, 1), (-1, 1)))
+    with pytest.raises(ValueError, match="0 active unit"):
+        pk.modularity.cluster(np.zeros((10, 4)))

@@ -112,6 +112,12 @@ def ratemaps(
         )
     acts = acts.reshape(-1, acts.shape[-1])
     pos = pos.reshape(-1, 2)
+    bad = ~np.isfinite(pos).all(1)
+    if bad.any():
+        raise ValueError(
+            f"positions must be finite; sample {int(np.argmax(bad))} is {pos[np.argmax(bad)]} "
+            f"({int(bad.sum())} non-finite samples)"
+        )
     nx, ny = check_bins(bins)
     if extent is None:
         if len(pos) == 0:
