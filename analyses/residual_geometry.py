@@ -173,6 +173,8 @@ def analyse(quick: bool = False, cache_dir: Path | None = None) -> pk.report.Res
             layout={
                 "title": "What each layer encodes",
                 "barmode": "group",
+                "xaxis_title": "hook (residual stream after each block)",
+                "yaxis_title": "held-out probe accuracy / variance share (fraction)",
                 "yaxis_range": [0, 1],
                 "height": 420,
             },
