@@ -214,7 +214,17 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
         f"{s['slope_per_doubling']:.3f} per doubling of repetitions; latent: "
         f"{results[4].summary['latent']}"
     )
-    return {"title": title, "path": page.name, "description": headline}
+    latent_count = results[4].summary["latent"]
+    rising = s["slope_ci"][0] > 0
+    label = (
+        "reproduced" if rising and latent_count else "partly" if rising or latent_count else "not"
+    )
+    verdict = (
+        f"{label}: P(memorized) changes by {s['slope_per_doubling']:.3f} per doubling of "
+        f"repetitions (95% CI {s['slope_ci'][0]:.3f}..{s['slope_ci'][1]:.3f}); {latent_count} "
+        "latent canaries (source: sequences seen once become extractable later)"
+    )
+    return {"title": title, "path": page.name, "description": headline, "verdict": verdict}
 
 
 if __name__ == "__main__":

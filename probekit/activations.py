@@ -611,6 +611,8 @@ def cache(
     progress: bool = True,
     shard_size: int | None = None,
     extras: Mapping[str, Any] | None = None,
+    backend: str = "local",
+    workers: int | None = None,
 ) -> ActivationStore:
     """Run ``model`` over ``data`` and keep the activations at ``names``.
 
@@ -636,6 +638,13 @@ def cache(
             [N, T, 2]}``), e.g. the labels an analysis of the store needs; each must have
             ``N`` items (tensor ``data`` only). ``store[name]`` returns them and
             ``store.extras`` lists them.
+        backend: ``"local"`` (this process) or ``"ray"``: shards computed by Ray actors, each
+            holding one copy of the model (one actor per GPU, else ``workers`` CPU actors,
+            default 2), written by the actors into ``out`` (required; on a shared filesystem
+            for a multi-machine cluster). Uses the running Ray (``ray.init(address=...)``), or
+            starts a local one. The store is the same as the local backend's; see
+            :mod:`probekit.distributed`.
+        workers: number of Ray actors (``backend="ray"`` only).
 
     Returns:
         the :class:`ActivationStore`.
@@ -645,7 +654,6 @@ def cache(
             and ``resume`` is True.
     """
     from probekit.models.fingerprint import fingerprint
-    from probekit.models.runner import runner
     from probekit.validation import resolve_device
 
     if not isinstance(model, nn.Module) or not hasattr(model, "hook_dict"):
@@ -662,18 +670,8 @@ def cache(
     if first is not None and first.device != device:
         model.to(device)
     model.eval()
-    run = runner(model)
-
-    def compute(inputs: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        check_inputs(run, inputs, "data")
-        with torch.inference_mode():
-            acts = run.activations(inputs.to(device), names)
-            mask = None if mask is None else mask.to(device)
-            return {
-                name: _select_positions(a, positions, mask).to(dtype or a.dtype)
-                for name, a in acts.items()
-            }
-
+    _check_backend(backend, workers, out)
+    compute = activation_compute(model, names, positions, dtype, device)
     options = {
         "names": names,
         "dtype": None if dtype is None else str(dtype).removeprefix("torch."),
@@ -692,7 +690,70 @@ def cache(
         shard_size=shard_size,
         extras=extras,
         desc="caching",
+        backend=backend,
+        workers=workers,
+        remote=_remote_activations(model, names, positions, dtype) if backend == "ray" else None,
     )
+
+
+def activation_compute(
+    model: nn.Module,
+    names: Sequence[str],
+    positions: Positions,
+    dtype: torch.dtype | None,
+    device: torch.device,
+) -> Compute:
+    """The per-batch computation of :func:`cache`: ``compute(inputs, mask)`` -> the activations
+    at ``names`` (positions selected, cast to ``dtype``), for ``model`` on ``device``."""
+    from probekit.models.runner import runner
+
+    run = runner(model)
+
+    def compute(inputs: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        check_inputs(run, inputs, "data")
+        with torch.inference_mode():
+            acts = run.activations(inputs.to(device), names)
+            mask = None if mask is None else mask.to(device)
+            return {
+                name: _select_positions(a, positions, mask).to(dtype or a.dtype)
+                for name, a in acts.items()
+            }
+
+    return compute
+
+
+def _remote_activations(
+    model: nn.Module, names: list[str], positions: Positions, dtype: torch.dtype | None
+) -> Any:
+    """What a Ray actor needs to rebuild :func:`activation_compute` (the model shipped by path
+    or by state dict)."""
+    from probekit.distributed import RemoteCompute
+
+    return RemoteCompute(
+        factory="probekit.activations:activation_compute",
+        models={"model": model},
+        kwargs={"names": names, "positions": positions, "dtype": dtype},
+    )
+
+
+def _check_backend(backend: str, workers: int | None, out: Any) -> None:
+    """``backend``/``workers`` values that make sense (before any work)."""
+    from probekit.validation import check_choice
+
+    check_choice("backend", backend, ("local", "ray"))
+    if workers is not None:
+        check_positive_int("workers", workers)
+        if backend != "ray":
+            raise ValueError('workers: only used with backend="ray"')
+    if backend == "ray" and out is None:
+        raise ValueError(
+            'out: backend="ray" writes its shards to a directory (a shared filesystem on a '
+            "multi-machine cluster); give out="
+        )
+    if backend == "ray":
+        from probekit.distributed import import_ray
+
+        import_ray()  # a clear error naming the extra when Ray is not installed
 
 
 def check_inputs(run: Any, inputs: torch.Tensor, argument: str) -> None:
@@ -748,6 +809,9 @@ def build_store(
     extras: Mapping[str, Any] | None = None,
     desc: str = "caching",
     batch_size: int | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    remote: Any = None,
 ) -> ActivationStore:
     """The store writer every per-item computation shares (activations, audit scores).
 
@@ -755,7 +819,15 @@ def build_store(
     ``compute`` turns one batch of inputs into per-item tensors; ``options`` (JSON-able) are
     recorded in the manifest and must match on resume, as must both fingerprints. Shards are
     written atomically; an interrupted run resumes at the first incomplete shard.
+
+    ``backend="ray"`` computes the shards on Ray actors instead (:mod:`probekit.distributed`);
+    ``remote`` (a :class:`probekit.distributed.RemoteCompute`) says how an actor rebuilds
+    ``compute``; ``workers`` is the number of actors. The lock, the staleness checks and the
+    resulting store are the same as locally.
     """
+    _check_backend(backend, workers, out)
+    if backend == "ray" and remote is None:
+        raise ValueError('remote: backend="ray" needs a RemoteCompute to rebuild compute on actors')
     if not isinstance(source, _DataSource):
         source = _DataSource(None, source, batch_size or options.get("batch_size", 32))
     batch_size = source.batch_size
@@ -797,7 +869,14 @@ def build_store(
         writer = _ShardWriter(out_path, manifest)
         try:
             try:
-                _run(source, compute, extra_tensors, manifest, writer, progress, desc)
+                if backend == "ray":
+                    from probekit.distributed import run_sharded
+
+                    run_sharded(
+                        source, remote, extra_tensors, manifest, out_path, progress, desc, workers
+                    )
+                else:
+                    _run(source, compute, extra_tensors, manifest, writer, progress, desc)
             finally:
                 writer.close()
         except OSError as err:
@@ -920,6 +999,80 @@ def _check_streamed_data(
         )
 
 
+def write_shard(
+    out: Path,
+    start: int,
+    stop: int,
+    tensors: Mapping[str, torch.Tensor],
+    data_sha: str,
+    model_fingerprint: str,
+) -> dict[str, Any]:
+    """Write items ``start..stop`` as one shard file (temporary file + rename) and return its
+    manifest record ``{file, start, stop, data_sha256, bytes, sha256}``. Run by the local
+    writer thread and by Ray actors alike."""
+    file = f"{SHARD_DIR}/shard-{start:010d}-{stop:010d}.safetensors"
+    metadata = {
+        "format": FORMAT,
+        "start": str(start),
+        "stop": str(stop),
+        "model_fingerprint": model_fingerprint,
+        "shard_data_sha256": data_sha,
+    }
+    written = Path(out) / file
+    save_safetensors_atomic(tensors, written, metadata=metadata)
+    return {
+        "file": file,
+        "start": start,
+        "stop": stop,
+        "data_sha256": data_sha,
+        "bytes": written.stat().st_size,
+        "sha256": _file_sha256(written),
+    }
+
+
+def record_shard(manifest: dict[str, Any], entry: Mapping[str, Any]) -> None:
+    """Put a shard's record in ``manifest["shards"]`` (replacing one at the same start)."""
+    shards = [s for s in manifest["shards"] if s["start"] != entry["start"]]
+    shards.append(dict(entry))
+    manifest["shards"] = sorted(shards, key=lambda s: s["start"])
+
+
+def batch_tensors(
+    compute: Compute,
+    inputs: torch.Tensor,
+    mask: torch.Tensor | None,
+    extra_rows: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Everything stored for one batch, on the CPU: ``compute``'s tensors, then the extras'
+    rows of these items, the attention mask (text) and the token ids (token inputs)."""
+    kept = dict(compute(inputs, mask))
+    kept.update(extra_rows)
+    if mask is not None:
+        kept["attention_mask"] = mask
+    if not inputs.is_floating_point():
+        kept["tokens"] = inputs
+    return {k: v.to("cpu") for k, v in kept.items()}
+
+
+def shard_size_for(per_item_bytes: int, batch_items: int) -> int:
+    """Default items per shard: whole batches of ``batch_items`` filling about
+    ``DEFAULT_SHARD_BYTES``."""
+    return max(1, DEFAULT_SHARD_BYTES // max(1, per_item_bytes * batch_items)) * batch_items
+
+
+def shard_is_done(
+    done: Mapping[int, Mapping[str, Any]], start: int, stop: int, digest: str
+) -> bool:
+    """Whether items ``start..stop`` are already stored (their data hash checked)."""
+    if start not in done:
+        return False
+    if done[start]["stop"] != stop or done[start]["data_sha256"] != digest:
+        raise StaleStoreError(
+            f"data: items {start}..{stop} differ from those already cached in this store"
+        )
+    return True
+
+
 class _ShardWriter:
     """Writes shards (and the manifest after each) on a background thread, in order."""
 
@@ -945,34 +1098,16 @@ class _ShardWriter:
     def _write(
         self, start: int, stop: int, tensors: dict[str, torch.Tensor], data_sha: str
     ) -> None:
-        file = f"{SHARD_DIR}/shard-{start:010d}-{stop:010d}.safetensors"
-        metadata = {
-            "format": FORMAT,
-            "start": str(start),
-            "stop": str(stop),
-            "model_fingerprint": self.manifest["model_fingerprint"],
-            "shard_data_sha256": data_sha,
-        }
-        save_safetensors_atomic(tensors, self.out / file, metadata=metadata)
-        written = self.out / file
-        self._record(start, stop, file, data_sha, written.stat().st_size, _file_sha256(written))
+        entry = write_shard(
+            self.out, start, stop, tensors, data_sha, self.manifest["model_fingerprint"]
+        )
+        record_shard(self.manifest, entry)
         write_json_atomic(self.out / MANIFEST, self.manifest)
 
-    def _record(
-        self,
-        start: int,
-        stop: int,
-        file: str | None,
-        data_sha: str,
-        size: int | None = None,
-        sha256: str | None = None,
-    ) -> None:
-        shards = [s for s in self.manifest["shards"] if s["start"] != start]
-        entry = {"file": file, "start": start, "stop": stop, "data_sha256": data_sha}
-        if file is not None:
-            entry |= {"bytes": size, "sha256": sha256}
-        shards.append(entry)
-        self.manifest["shards"] = sorted(shards, key=lambda s: s["start"])
+    def _record(self, start: int, stop: int, file: None, data_sha: str) -> None:
+        record_shard(
+            self.manifest, {"file": file, "start": start, "stop": stop, "data_sha256": data_sha}
+        )
 
     def flush(self) -> None:
         while self._pending:
@@ -1030,17 +1165,11 @@ def _run(
         if skipping:
             bar.update(n)
         else:
-            kept = dict(compute(batch.inputs, batch.mask))
-            for name, values in extras.items():
-                kept[name] = values[cursor : cursor + n]
-            if batch.mask is not None:
-                kept["attention_mask"] = batch.mask
-            if not batch.inputs.is_floating_point():
-                kept["tokens"] = batch.inputs
-            kept = {k: v.to("cpu") for k, v in kept.items()}
+            rows = {name: values[cursor : cursor + n] for name, values in extras.items()}
+            kept = batch_tensors(compute, batch.inputs, batch.mask, rows)
             if shard_size is None:
                 per_item = sum(v[0].numel() * v.element_size() for v in kept.values())
-                shard_size = max(1, DEFAULT_SHARD_BYTES // max(1, per_item * n)) * n
+                shard_size = shard_size_for(per_item, n)
                 manifest["shard_size"] = shard_size
             if "shapes" not in manifest:
                 manifest["shapes"] = {k: list(v.shape[1:]) for k, v in kept.items()}
@@ -1071,6 +1200,22 @@ def _run(
     if cursor > shard_start:
         _close_shard(writer, done, shard_start, cursor, buffer, shard_hash)
     bar.close()
+    seal_manifest(manifest, data_hash, extras, cursor, started)
+    writer.flush()
+    manifest["complete"] = True
+    writer.finish()
+
+
+def seal_manifest(
+    manifest: dict[str, Any],
+    data_hash: _DataFingerprint | None,
+    extras: Mapping[str, torch.Tensor],
+    n_items: int,
+    started: float,
+) -> None:
+    """Record what a finished pass over the data saw (its fingerprint, the item count, the
+    time), refusing data that differs from what the store was started with. Shared by the
+    local writer and the Ray driver."""
     if data_hash is None:
         raise ValueError("data is empty (no batches)")
     fingerprint = _with_extras(data_hash.hexdigest(), extras)
@@ -1080,11 +1225,8 @@ def _run(
             f"({manifest['data_fingerprint'][:12]}… vs {fingerprint[:12]}…)"
         )
     manifest["data_fingerprint"] = fingerprint
-    manifest["n_items"] = cursor
+    manifest["n_items"] = n_items
     manifest["seconds"] = round(time.perf_counter() - started, 3)
-    writer.flush()
-    manifest["complete"] = True
-    writer.finish()
 
 
 def _close_shard(
@@ -1096,11 +1238,7 @@ def _close_shard(
     shard_hash: Any,
 ) -> None:
     digest = shard_hash.hexdigest()
-    if start in done:
-        if done[start]["stop"] != stop or done[start]["data_sha256"] != digest:
-            raise StaleStoreError(
-                f"data: items {start}..{stop} differ from those already cached in this store"
-            )
+    if shard_is_done(done, start, stop, digest):
         return
     writer.submit(start, stop, {k: v[: stop - start] for k, v in buffer.items()}, digest)
 

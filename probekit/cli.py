@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "grid",
     "modularity",
     "shatter",
+    "choose",
     "report",
     "train",
     "demo",
@@ -54,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
             action="store_true",
             help="progress bars even when stderr is not a terminal (a log file, CI)",
         )
+        command.add_argument(
+            "--self-contained",
+            action="store_true",
+            help="report pages embed plotly.js (one file to hand on) instead of sharing "
+            "plotly.min.js beside them",
+        )
     return parser
 
 
@@ -65,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.progress:
         os.environ["PROBEKIT_PROGRESS"] = "1"
+    if args.self_contained:
+        os.environ["PROBEKIT_SELF_CONTAINED"] = "1"
     try:
         return int(args.handler(args) or 0)
     except (ValueError, TypeError, OSError, KeyError) as err:

@@ -201,6 +201,8 @@ def audit(
     out: str | os.PathLike | None = None,
     resume: bool = True,
     extras: Mapping[str, Any] | None = None,
+    backend: str = "local",
+    workers: int | None = None,
 ) -> AuditResult:
     """Score every sequence for memorization (one frame row per sequence, in input order).
 
@@ -225,6 +227,9 @@ def audit(
             memory.
         resume: with False an existing audit store in ``out`` is replaced.
         extras: per-sequence tensors stored beside the records (e.g. which set a row is from).
+        backend, workers: ``"ray"`` scores the shards on ``workers`` Ray actors (one per GPU
+            when there are GPUs) into ``out`` (required), as :func:`probekit.cache` does; the
+            records and the frame are the same as with ``"local"``.
 
     Returns:
         :class:`AuditResult`; ``frame`` columns ``ce, suffix_ce, min_k_prob, min_k_pp,
@@ -264,9 +269,23 @@ def audit(
         "batch_size": batch_size,
         "reference_fingerprint": None if ref is None else fingerprint(ref.model),
     }
+    remote = None
+    if backend == "ray":
+        from probekit.distributed import RemoteCompute
+
+        remote = RemoteCompute(
+            factory="probekit.memorization:audit_compute",
+            models={"lm": lm.model} | ({} if ref is None else {"reference": ref.model}),
+            kwargs={
+                "tokenizer": lm.tokenizer,
+                "prefix_len": prefix_len,
+                "suffix_len": suffix_len,
+                "k_percent": k_percent,
+            },
+        )
     store = build_store(
         tokens,
-        lambda batch, _mask: _score_batch(lm, batch, prefix_len, suffix_len, k_percent, ref),
+        audit_compute(lm, prefix_len, suffix_len, k_percent, reference=ref),
         model_fingerprint=fingerprint(lm.model),
         options=options,
         model_class=type(lm.model).__name__,
@@ -277,6 +296,9 @@ def audit(
         desc="audit",
         batch_size=batch_size,
         shard_size=_audit_shard_size(batch_size),
+        backend=backend,
+        workers=workers,
+        remote=remote,
     )
     frame = audit_frame(store, lev_threshold)
     if include_text:
@@ -287,6 +309,26 @@ def audit(
         generated=store["generated"],
         store=store,
     )
+
+
+def audit_compute(
+    lm: Any,
+    prefix_len: int,
+    suffix_len: int,
+    k_percent: float,
+    reference: Any = None,
+    tokenizer: Any = None,
+    device: Any = None,
+) -> Any:
+    """The audit's per-batch computation ``compute(tokens, mask) -> records`` (what
+    :func:`audit` stores), for a model (or runner) ``lm``; ``device`` is where a Ray actor put
+    the models (unused here: the runner runs where its model is)."""
+    if not isinstance(lm, Runner):
+        lm = _language_model(lm, tokenizer)
+    ref = reference
+    if reference is not None and not isinstance(reference, Runner):
+        ref = _language_model(reference, None)
+    return lambda batch, _mask: _score_batch(lm, batch, prefix_len, suffix_len, k_percent, ref)
 
 
 def _audit_shard_size(batch_size: int) -> int:
@@ -844,6 +886,8 @@ def audit_all(
     redact_key: bytes | None = None,
     progress: bool = False,
     names: tuple[str, str] = ("data", "nonmembers"),
+    backend: str = "local",
+    workers: int | None = None,
 ) -> AuditRun:
     """An auditor's whole job: the audit of ``members`` (and ``nonmembers``, adding the
     membership evaluation), the latent analysis over ``checkpoints`` and weight-perturbation
@@ -852,6 +896,8 @@ def audit_all(
     ``redact`` replaces every text by a keyed hash (HMAC-SHA256
     prefix; the key is ``redact_key``, or a fresh random one kept nowhere, so a guessed text
     cannot be confirmed against the report) and its length. The report sections, summary and table come back; ``probekit audit`` writes them.
+    ``backend="ray"`` (with ``workers``) scores the audit's shards on Ray actors (see
+    :func:`audit`); the other sections run here.
     """
     import hashlib
     import hmac
@@ -882,6 +928,8 @@ def audit_all(
         out=out,
         resume=resume,
         extras={"nonmember": is_nonmember},
+        backend=backend,
+        workers=workers,
     )
     frame = result.frame
     frame.insert(0, "set", np.where(is_nonmember.numpy(), "nonmembers", "data"))

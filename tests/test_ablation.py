@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import probekit as pk
+from probekit.models.runner import runner
 
 VOCAB = 24
 SEQ = 10
@@ -175,7 +176,7 @@ def test_prefix_shared_sweep_equals_naive_loop(kind, level, component, method, m
             if p.ndim == 2:
                 p.mul_(4.0)
     model = pk.load(hf)
-    assert pk.ablation._shared_blocks(model) is not None  # the prefix-shared path is taken
+    assert runner(model).shareable_blocks() is not None  # the prefix-shared path is taken
     tokens = torch.randint(VOCAB, (5, SEQ), generator=torch.Generator().manual_seed(3))
     monkeypatch.setattr(pk.ablation, "_MIN_ROWS", 0)  # one group per layer
     kw = {"level": level, "component": component, "method": method, "seed": 1}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from figure_checks import figure_specs, problems
 
 import probekit as pk
 from probekit.cli import main
@@ -143,11 +144,24 @@ def test_demo_writes_an_index_linking_every_analysis(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     index = (tmp_path / "index.html").read_text()
+    unlabelled = {}
     for script in sorted((ROOT / "analyses").glob("*.py")):
         if not script.name.startswith("_"):
-            assert f"{script.stem}.html" in index
+            # linked by file name, so the index works wherever --out is
+            assert f'href="{script.stem}.html"' in index
             page = (tmp_path / f"{script.stem}.html").read_text()
-            assert "Plotly.newPlot" in page or "plotly" in page.lower()
+            assert '<script src="plotly.min.js"></script>' in page  # one shared plotly.js
+            for fig_id, spec in figure_specs(page).items():
+                if problems(spec):
+                    unlabelled[f"{script.stem}:{fig_id}"] = problems(spec)
+    assert (tmp_path / "plotly.min.js").is_file()
+    assert unlabelled == {}, unlabelled  # every axis and colour bar titled, no "trace N"
+    # every study states its verdict, and the demo says what each study cost
+    verdicts = re.findall(r"class=\"note\">(reproduced|partly|not): ", index)
+    assert len(verdicts) == len(
+        [s for s in (ROOT / "analyses").glob("*.py") if not s.name.startswith("_")]
+    ), index
+    assert "[demo]   total" in proc.stdout
 
 
 def test_quickstart_example_runs():

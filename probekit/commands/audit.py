@@ -57,6 +57,7 @@ def register(subparsers: Any) -> None:
         "--force", action="store_true", help="replace an audit of other data or model in --out"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_ray_flags(p)
     p.set_defaults(handler=_run)
 
 
@@ -131,7 +132,36 @@ def _audit(args: argparse.Namespace, members: Any, nonmembers: Any, checkpoints:
         redact_key=None if args.redact_key is None else args.redact_key.encode(),
         progress=not args.quiet,
         names=(f"--data {args.data}", f"--nonmembers {args.nonmembers}"),
+        **_backend(args),
     )
+
+
+def _add_ray_flags(p: Any) -> None:
+    p.add_argument(
+        "--ray",
+        action="store_true",
+        help="compute the shards on Ray actors (one per GPU, else --workers CPU actors); uses "
+        "a running Ray cluster or starts a local one; needs pip install -e '.[ray]'",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="Ray actors (with --ray; default 2 on CPU)"
+    )
+
+
+def _backend(args: argparse.Namespace) -> dict[str, Any]:
+    """``backend``/``workers`` keyword arguments from ``--ray``/``--workers``."""
+    if args.workers is not None and not args.ray:
+        raise UsageError("--workers needs --ray")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be a positive integer, got {args.workers}")
+    if args.ray:
+        from probekit.distributed import import_ray
+
+        try:
+            import_ray()
+        except ImportError as err:
+            raise UsageError(str(err)) from None
+    return {"backend": "ray" if args.ray else "local", "workers": args.workers}
 
 
 def _write_outputs(args: argparse.Namespace, run: Any, out: Path) -> int:

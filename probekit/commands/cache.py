@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-resume", action="store_true", help="replace an existing store")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from probekit.commands.audit import _add_ray_flags
+
+    _add_ray_flags(p)
     p.set_defaults(handler=_run)
 
 
@@ -51,6 +54,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if not Path(args.path).exists():
         raise UsageError(f"PATH {args.path!r} does not exist")
+    from probekit.commands.audit import _backend
+
+    backend = _backend(args)
     from probekit.inputs import read_data
 
     data = read_data(args.data, "--data")
@@ -67,6 +73,7 @@ def _run(args: argparse.Namespace) -> int:
         positions=positions,
         resume=not args.no_resume,
         progress=not args.quiet,
+        **backend,
     )
     print(f"cached {len(store)} items of {', '.join(store.names)} to {args.out}")
     for name, shape in store.shapes.items():

@@ -560,7 +560,7 @@ def write(
     *,
     max_rows: int = MAX_ROWS,
     max_csv_bytes: int = MAX_CSV_BYTES,
-    self_contained: bool = False,
+    self_contained: bool | None = None,
 ) -> Path:
     """Write one HTML report for ``results`` to ``path``; return the path.
 
@@ -576,7 +576,8 @@ def write(
         max_rows: rows of each frame shown in the page; the full frame is offered as a CSV
             download when it is at most ``max_csv_bytes`` bytes.
         self_contained: embed plotly.js in the page (one file to hand on, ~5 MB). By default
-            the pages of a folder share one ``plotly.min.js`` written beside them.
+            (None: unless ``PROBEKIT_SELF_CONTAINED=1``, which ``--self-contained`` sets) the
+            pages of a folder share one ``plotly.min.js`` written beside them.
 
     The page has one section per result (heading, description, summary table, figures, data
     table) and a table of contents when there are several. It needs no network. Every string from the data is escaped; see the
@@ -596,6 +597,8 @@ def write(
         >>> write(Result(), "report/page.html")  # doctest: +SKIP
         PosixPath('report/page.html')
     """
+    if self_contained is None:
+        self_contained = os.environ.get("PROBEKIT_SELF_CONTAINED") == "1"
     text = render(
         results,
         title,

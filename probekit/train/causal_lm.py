@@ -241,6 +241,35 @@ def train_causal_lm(
     return result
 
 
+def small_gpt2(
+    vocab_size: int, n_positions: int, recipe: Any, seed: int, bos_id: int, pad_id: int
+) -> nn.Module:
+    """A freshly initialised ``GPT2LMHeadModel`` (init drawn from ``seed``) of the recipe's
+    ``n_embd``, ``n_layer`` and ``n_head``: MLP 4 x d_model, no dropout (the synthetic tasks have
+    no noise to regularise against), tied embeddings, eager attention so hooks see patterns."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=recipe.n_embd,
+        n_layer=recipe.n_layer,
+        n_head=recipe.n_head,
+        n_inner=4 * recipe.n_embd,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        bos_token_id=bos_id,
+        eos_token_id=None,
+        pad_token_id=pad_id,
+        tie_word_embeddings=True,
+    )
+    config._attn_implementation = "eager"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return GPT2LMHeadModel(config)
+
+
 def train_recipe_lm(
     model: nn.Module,
     train_tokens: torch.Tensor,

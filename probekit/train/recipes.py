@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from probekit.tasks import cyclic
-from probekit.train.causal_lm import LMSettings, TrainResult, train_recipe_lm
+from probekit.train.causal_lm import LMSettings, TrainResult, small_gpt2, train_recipe_lm
 
 # ----------------------------------------------------------------------------- atomic directories
 
@@ -118,27 +118,14 @@ def cyclic_lm_model(recipe: CyclicLMRecipe, seed: int) -> torch.nn.Module:
     No dropout (the task has no noise to regularise against, and it keeps training simple to
     reproduce); eager attention so hooks see the attention pattern; ``n_positions = T + 1``.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(
-        vocab_size=len(cyclic.vocabulary(recipe.p)),
-        n_positions=recipe.length + 1,
-        n_embd=recipe.n_embd,
-        n_layer=recipe.n_layer,
-        n_head=recipe.n_head,
-        n_inner=4 * recipe.n_embd,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=cyclic.bos_id(recipe.p),
-        eos_token_id=None,
-        pad_token_id=cyclic.pad_id(recipe.p),
-        tie_word_embeddings=True,
+    return small_gpt2(
+        len(cyclic.vocabulary(recipe.p)),
+        recipe.length + 1,
+        recipe,
+        seed,
+        bos_id=cyclic.bos_id(recipe.p),
+        pad_id=cyclic.pad_id(recipe.p),
     )
-    config._attn_implementation = "eager"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return GPT2LMHeadModel(config)
 
 
 @torch.no_grad()
@@ -431,5 +418,8 @@ RECIPES = RecipeRegistry(
         "graphnav-random": "probekit.train.graph_navigation:build_graphnav_random",
         "graphnav-incontext": "probekit.train.graph_navigation:build_graphnav_incontext",
         "graphnav-cap-sweep": "probekit.train.graph_navigation:build_graphnav_cap_sweep",
+        "mmcr-mlp": "probekit.train.geometry:build_mmcr_mlp",
+        "brainbench-lm": "probekit.train.brainbench:build_brainbench_lm",
+        "icl-energy": "probekit.train.energy:build_icl_energy",
     }
 )
