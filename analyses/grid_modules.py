@@ -53,7 +53,7 @@ def _network_modules(
     null = pk.grid.shuffle_null(
         hidden, pos, bins=bins, extent=extent, n_shuffles=shuffles, seed=seed
     )
-    found = pk.grid.modules(maps, extent=extent, null_scores=null, seed=seed)
+    found = pk.grid.modules(maps, extent=extent, null_scores=null, seed=seed, unit="m")
     decoded = navigation.decode_position(out["logits"], model.place_centers)
     err = float((decoded - pos).norm(dim=-1).mean())
     start_err = float((out["start"][:, None] - pos).norm(dim=-1).mean())

@@ -35,6 +35,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "grid": ("probekit.grid", None),
     "edit": ("probekit.edit", None),
     "shattering": ("probekit.shattering", None),
+    "stepwise": ("probekit.stepwise", None),
     "geometry": ("probekit.geometry", None),
     "forced_choice": ("probekit.forced_choice", None),
     "attention": ("probekit.attention", None),
@@ -60,6 +61,7 @@ __all__ = [
     "probes",
     "report",
     "shattering",
+    "stepwise",
     "tasks",
 ]
 

@@ -167,7 +167,7 @@ def ship_model(model: nn.Module, by_path: bool = True) -> ModelSpec:
     if path is not None:
         spec.path = path
         return spec
-    plain = runner(model)._plain_model() if is_bridge(model) else model
+    plain = runner(model).plain_module() if is_bridge(model) else model
     spec.cls = f"{type(plain).__module__}.{type(plain).__qualname__}"
     spec.config = plain.config.to_dict()
     spec.attention = getattr(plain.config, "_attn_implementation", None)

@@ -427,6 +427,12 @@ def cluster(
             raise ValueError(f"embeddings must hold 'tsne' / 'umap', got {method!r}")
     active = values.sum(1) >= INACTIVE_THRESHOLD
     x = _normalized(values[active], normalize)
+    if len(x) < 3:
+        raise ValueError(
+            f"task_variance has {len(x)} active unit(s) (summed task variance >= "
+            f"{INACTIVE_THRESHOLD}); clustering needs at least 3: is the network silent on "
+            "these tasks?"
+        )
     ks = [int(k) for k in k_range if 2 <= int(k) <= len(x) - 1]
     if not ks:
         raise ValueError(

@@ -361,3 +361,19 @@ def test_fingerprint_stable_and_sensitive(tmp_path):
     with torch.no_grad():
         b.original_model.transformer.h[0].mlp.c_fc.weight[0, 0] += 1e-3
     assert pk.fingerprint(a) != pk.fingerprint(b)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"n_layers": 100_000_000}, "the weights hold 2 layer"),
+        ({"d_vocab": 10**9}, "larger than any tensor dimension"),
+        ({"n_heads": "four"}, "'n_heads' must be a non-negative integer"),
+    ],
+)
+def test_tl_legacy_config_bombs_are_refused_before_allocating(tmp_path, change, message):
+    cfg = _tl_config(True, None)
+    save_safetensors_atomic(_tl_state_dict(cfg), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps(cfg | change))
+    with pytest.raises(CheckpointError, match=message):
+        pk.load(tmp_path, device="cpu")

@@ -204,3 +204,48 @@ def test_cli_cache_user_errors_exit_2_with_one_line(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(argv) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_non_finite_positions_and_silent_networks_get_clear_errors():
+    positions = torch.zeros(2, 10, 2)
+    positions[1, 3, 0] = float("inf")
+    with pytest.raises(ValueError, match="positions must be finite; sample 13"):
+        pk.grid.ratemaps(torch.randn(2, 10, 4), positions, bins=5, extent=((-1, 1), (-1, 1)))
+    with pytest.raises(ValueError, match="0 active unit"):
+        pk.modularity.cluster(np.zeros((10, 4)))
+
+
+def test_a_full_disk_is_one_line_and_the_store_stays_resumable(rnn, tmp_path, monkeypatch):
+    import errno
+
+    import probekit.activations as acts
+
+    real = acts.save_safetensors_atomic
+    calls = {"n": 0}
+
+    def full_disk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(acts, "save_safetensors_atomic", full_disk)
+    with pytest.raises(acts.StoreWriteError, match="No space left on device.*resume"):
+        _cache(rnn, _data(0), tmp_path / "s")
+    monkeypatch.setattr(acts, "save_safetensors_atomic", real)
+    store = _cache(rnn, _data(0), tmp_path / "s")  # resumes: the first shard is kept
+    torch.testing.assert_close(store["hook_hidden"], rnn.run_with_cache(_data(0))[1]["hook_hidden"])
+
+
+def test_a_huge_text_line_is_refused_before_tokenising(tmp_path):
+    from tiny_models import tiny_causal_lm
+
+    model = pk.load(tiny_causal_lm("gpt2", vocab_size=40, n_positions=16), device="cpu")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab={f"w{i}": i for i in range(40)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    model.tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0", pad_token="w0")
+    with pytest.raises(ValueError, match="more than fit in the model's context"):
+        pk.cache(model, ["w1 w2", "w3 " * 3_000_000], "blocks.0.hook_resid_post", progress=False)

@@ -80,6 +80,11 @@ def _run(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.exists():
         raise UsageError(f"PATH {args.path!r} does not exist")
+    if path.is_file() and (path.suffix == ".safetensors" or path.name == "config.json"):
+        raise UsageError(
+            f"PATH {args.path!r} is one file of a model directory; pass the directory "
+            f"{str(path.parent)!r}"
+        )
     fmt = detect_format(path)
     model = load(path, device="cpu", trust_pickle=args.trust_pickle)
     info = {"path": str(path), "format": fmt, **describe(model)}

@@ -292,6 +292,12 @@ class Runner:
         return self._bare
 
     # -- the plain Hugging Face path
+    def plain_module(self) -> nn.Module:
+        """The module logits and decoding run on: for a bridge, a plain Hugging Face model
+        sharing the bridge's weight tensors (its state dict has Hugging Face names); for an RNN
+        or a Hugging Face model, the model itself."""
+        return self.model if self.family == "rnn" else self._plain_model()
+
     def _plain_model(self) -> nn.Module:
         if self._plain is None:
             self._plain = _plain_hf_copy(self.model.original_model)

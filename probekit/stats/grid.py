@@ -112,6 +112,12 @@ def ratemaps(
         )
     acts = acts.reshape(-1, acts.shape[-1])
     pos = pos.reshape(-1, 2)
+    bad = ~np.isfinite(pos).all(1)
+    if bad.any():
+        raise ValueError(
+            f"positions must be finite; sample {int(np.argmax(bad))} is {pos[np.argmax(bad)]} "
+            f"({int(bad.sum())} non-finite samples)"
+        )
     nx, ny = check_bins(bins)
     if extent is None:
         if len(pos) == 0:
@@ -677,6 +683,7 @@ def module_table(
     null_scores: Any = None,
     n_null_shuffles: int = 1,
     seed: int = 0,
+    unit: str = "position units",
 ) -> dict[str, Any]:
     """Grid cells and their modules from rate maps ``[units, ny, nx]`` (the maths of
     :func:`probekit.grid.modules`, which describes the method) as a dict: ``frame``,
@@ -690,6 +697,8 @@ def module_table(
             (:func:`cluster_modules`).
         max_spacing_cv, max_orientation_sd: how regular a grid cell's six-peak ring must be.
         null_scores: score60 under a null; None: ``n_null_shuffles`` bin permutations.
+        unit: the unit of the positions (and so of spacing), e.g. ``"m"``; reported as
+            ``summary["spacing_unit"]`` and on the figures' axes.
         seed: the mixture's and the null's seed.
     """
     maps = check_maps(ratemaps)
@@ -757,7 +766,7 @@ def module_table(
         )
         if len(finite_null)
         else float("nan"),
-        "spacing_unit": "box units" if extent is not None else "bins",
+        "spacing_unit": unit if extent is not None else "bins",
     }
     return {
         "frame": frame,

@@ -34,6 +34,7 @@ def top_ratemaps(
     ratemaps: np.ndarray,
     extent: Any | None,
     top_per_module: int = 4,
+    unit: str = "position units",
 ) -> go.Figure | None:
     """Rate maps ``[units, ny, nx]`` of the top-scoring units of each module (or of the best
     units when there is no module), one panel each; None when there are no units."""
@@ -54,13 +55,13 @@ def top_ratemaps(
     rows = math.ceil(len(picks) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[0] for p in picks])
     x_ext = y_ext = None
-    unit = "bin"
-    if extent is not None:
+    if extent is None:
+        unit = "bin"
+    else:
         (x0, x1), (y0, y1) = extent
         ny, nx = ratemaps.shape[1:]
         x_ext = x0 + (np.arange(nx) + 0.5) * (x1 - x0) / nx
         y_ext = y0 + (np.arange(ny) + 0.5) * (y1 - y0) / ny
-        unit = "box units"
     for i, (_, u) in enumerate(picks):
         peak = np.nanmax(np.abs(ratemaps[u])) if np.isfinite(ratemaps[u]).any() else 0.0
         fig.add_trace(
@@ -161,7 +162,9 @@ def module_figures(
     """The figures of a :class:`probekit.grid.GridModules`: top rate maps, spacing vs
     orientation, score60 of units vs the null."""
     figs = []
-    maps = top_ratemaps(frame, ratemaps, extent, top_per_module)
+    maps = top_ratemaps(
+        frame, ratemaps, extent, top_per_module, unit=summary.get("spacing_unit", "bins")
+    )
     if maps is not None:
         figs.append(maps)
     figs.append(spacing_orientation_scatter(frame, summary.get("spacing_unit", "bins")))

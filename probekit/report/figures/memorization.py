@@ -20,6 +20,16 @@ def audit_figures(frame: pd.DataFrame) -> list[Any]:
     for j, col in enumerate(scores, start=1):
         dist.add_trace(go.Histogram(x=f[col], name=col, showlegend=False), row=1, col=j)
     dist.update_layout(title="Score distributions (one count per sequence)", height=320)
+    units = {
+        "ce": "cross-entropy (nats/token)",
+        "min_k_prob": "Min-K% (log-prob)",
+        "min_k_pp": "Min-K%++ (z-score)",
+        "zlib_ratio": "zlib ratio (nats/byte)",
+        "lev": "edit distance (tokens)",
+    }
+    for j, col in enumerate(scores, start=1):
+        dist.update_xaxes(title_text=units[col], row=1, col=j)
+        dist.update_yaxes(title_text="sequences" if j == 1 else "", row=1, col=j)
     scatter = go.Figure(
         go.Scatter(
             x=f["ce"],
@@ -48,8 +58,8 @@ def audit_figures(frame: pd.DataFrame) -> list[Any]:
     )
     bars.update_layout(
         title="Most extractable sequences (lowest edit distance)",
-        xaxis_title="lev",
-        yaxis={"autorange": "reversed"},
+        xaxis_title="token Levenshtein distance of the greedy suffix (tokens)",
+        yaxis={"autorange": "reversed", "title": "sequence (row: text)"},
         height=max(300, 22 * len(top) + 120),
     )
     return [dist, scatter, bars]
@@ -154,6 +164,7 @@ def latent_figures(frame: pd.DataFrame, trajectories: pd.DataFrame) -> list[Any]
         barmode="overlay",
         title="Cross-entropy at the checkpoint right after first exposure, by label",
         xaxis_title="mean token cross-entropy (nats)",
+        yaxis_title="sequences",
     )
     return [traj, hist]
 
