@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probekit.report.page import Rendered
 from probekit.tasks import graph_navigation as gn
 from probekit.validation import as_generator, check_int, check_positive_int
 
@@ -67,7 +68,7 @@ __all__ = [
 
 
 @dataclass
-class StepwiseResult:
+class StepwiseResult(Rendered):
     """A table, headline numbers and the figures of one stepwise-inference measurement.
 
     ``kind`` names the measurement (``"evaluate"``, ``"diversity"``, ...); it picks the figure

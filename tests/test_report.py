@@ -508,6 +508,7 @@ def test_results_render_themselves_in_jupyter() -> None:
     # every result class of the analysis modules shows itself the same way
     modules = (pk.memorization, pk.ablation, pk.probes, pk.shattering, pk.activations)
     modules += (pk.grid, pk.modularity, pk.geometry, pk.forced_choice, pk.attention, pk.memory)
+    modules += (pk.stepwise,)
     checked = []
     for module in modules:
         for name, cls in inspect.getmembers(module, inspect.isclass):
@@ -515,7 +516,7 @@ def test_results_render_themselves_in_jupyter() -> None:
                 assert issubclass(cls, report.Rendered), f"{module.__name__}.{name}"
                 checked.append(name)
     assert {"GridModules", "ClusterResult", "GeometryResult", "ForcedChoiceResult"} <= set(checked)
-    assert {"HypersphereResult", "CapacityResult"} <= set(checked)
+    assert {"HypersphereResult", "CapacityResult", "StepwiseResult"} <= set(checked)
 
 
 def test_tables_number_rows_cut_long_text_and_explain_missing_values() -> None:
