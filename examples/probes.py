@@ -9,7 +9,7 @@ from probekit.tasks import compositional
 
 model = pk.load("checkpoints/compfn")
 task, split = compositional.load_split("checkpoints/compfn")
-inputs = task.sequences(split.heldout[:32], task.random_inputs(32, seed=0))  # [32, T]
+inputs = task.sequences(split.heldout[:16], task.random_inputs(16, seed=0))  # [16, T]
 
 # %%
 # Cache the residual stream after the first and the last block (in memory: no out=).
