@@ -11,4 +11,5 @@ evaluations that run any model probekit accepts.
 - :mod:`probekit.tasks.multiview`: Gaussian-blob items seen in several views (``mmcr-mlp``).
 - :mod:`probekit.tasks.abstracts`: templated "abstracts" for forced choice (``brainbench-lm``).
 - :mod:`probekit.tasks.energy`: contexts from 2-D Gaussian mixtures (``icl-energy``).
+- :mod:`probekit.tasks.graph_navigation`: paths on DAGs, stepwise and direct (``graphnav-*``).
 """

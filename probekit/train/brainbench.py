@@ -31,32 +31,26 @@ from typing import Any
 import torch
 
 from probekit.tasks import abstracts
-from probekit.train.causal_lm import TrainResult, small_gpt2, train_recipe_lm
-from probekit.train.recipes import (
-    _hf_progress_bars,
-    atomic_directory,
-    sha256_file,
-    training_record,
-)
+from probekit.train.causal_lm import LMSettings, TrainResult, small_gpt2, train_recipe_lm
+from probekit.train.recipes import _hf_progress_bars, atomic_directory, sha256_file, training_record
 
 
 @dataclass(frozen=True)
-class BrainBenchLMRecipe:
+class BrainBenchLMRecipe(LMSettings):
     """Everything that defines ``brainbench-lm``: corpus, model, optimisation."""
 
+    # the synthetic corpus
     n_train: int = 6000
     n_test: int = 400
     corpus_seed: int = 0
     zipf: float = 1.2
-    n_layer: int = 2
+    # model width and context
     n_embd: int = 128
-    n_head: int = 4
     context: int = 64
+    # optimisation
     steps: int = 2400
     batch_size: int = 32
     lr: float = 2e-3
-    weight_decay: float = 0.1
-    warmup: int = 100
     eval_every: int = 600
 
 

@@ -242,7 +242,13 @@ def train_causal_lm(
 
 
 def small_gpt2(
-    vocab_size: int, n_positions: int, recipe: Any, seed: int, bos_id: int, pad_id: int
+    vocab_size: int,
+    n_positions: int,
+    recipe: Any,
+    seed: int,
+    bos_id: int | None,
+    pad_id: int,
+    eos_id: int | None = None,
 ) -> nn.Module:
     """A freshly initialised ``GPT2LMHeadModel`` (init drawn from ``seed``) of the recipe's
     ``n_embd``, ``n_layer`` and ``n_head``: MLP 4 x d_model, no dropout (the synthetic tasks have
@@ -260,7 +266,7 @@ def small_gpt2(
         embd_pdrop=0.0,
         attn_pdrop=0.0,
         bos_token_id=bos_id,
-        eos_token_id=None,
+        eos_token_id=eos_id,
         pad_token_id=pad_id,
         tie_word_embeddings=True,
     )

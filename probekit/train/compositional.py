@@ -47,9 +47,9 @@ class CompFnRecipe(LMSettings):
     fmt: str = "step"
     task_seed: int = 0
     n_train_compositions: int = 100
-    n_out_of_order: int = 500
+    n_out_of_order: int = 500  # compositions with the slots permuted (never trained on)
     split_seed: int = 0
-    n_train_sequences: int = 100_000
+    n_train_sequences: int = 100_000  # drawn from the training compositions, fresh inputs
     data_seed: int = 1
     # GPT-2 depth and width
     n_layer: int = 6

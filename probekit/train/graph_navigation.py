@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from probekit.tasks import graph_navigation as gn
-from probekit.train.causal_lm import TrainResult, train_causal_lm
+from probekit.train.causal_lm import LMSettings, TrainResult, small_gpt2, train_causal_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -41,29 +41,28 @@ from probekit.train.recipes import (
 
 
 @dataclass(frozen=True)
-class GraphNavRecipe:
+class GraphNavRecipe(LMSettings):
     """Everything that defines a ``graphnav-*`` checkpoint (graph, split, model, optimisation)."""
 
+    # format and graph (hierarchical: layers x width nodes; random: n_nodes)
     fmt: str = "stepwise"
     kind: str = "hierarchical"
     n_nodes: int = 25
     layers: int = 6
     width: int = 10
-    p: float = 0.4
+    p: float = 0.4  # edge probability between adjacent layers (or any ordered pair: random)
     graph_seed: int = 0
+    # the split: training paths capped at max_train_length edges, some pairs held out
     max_train_length: int = 3
     heldout_fraction: float = 0.2
     split_seed: int = 0
     unconnected_fraction: float = 0.5
     n_train_sequences: int = 200_000
     data_seed: int = 1
-    n_layer: int = 2
+    # GPT-2 width (depth and optimisation: LMSettings unless set here)
     n_embd: int = 64
-    n_head: int = 4
+    # training length and evaluation
     steps: int = 3000
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
     warmup: int = 200
     eval_every: int = 250
 
@@ -87,27 +86,15 @@ RANDOM_RECIPE = GraphNavRecipe(kind="random", n_nodes=25, p=0.2, max_train_lengt
 def graphnav_model(recipe: GraphNavRecipe, seed: int, n_nodes: int, length: int):
     """A fresh ``GPT2LMHeadModel`` (init from ``seed``): no dropout, eager attention, tied
     embeddings, a context of ``length + 2`` positions (room to overrun a path)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(
-        vocab_size=len(gn.vocabulary(n_nodes)),
-        n_positions=length + 2,
-        n_embd=recipe.n_embd,
-        n_layer=recipe.n_layer,
-        n_head=recipe.n_head,
-        n_inner=4 * recipe.n_embd,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=None,
-        eos_token_id=gn.token_id(gn.EOS, n_nodes),
-        pad_token_id=gn.token_id(gn.PAD, n_nodes),
-        tie_word_embeddings=True,
+    return small_gpt2(
+        len(gn.vocabulary(n_nodes)),
+        length + 2,
+        recipe,
+        seed,
+        bos_id=None,
+        pad_id=gn.token_id(gn.PAD, n_nodes),
+        eos_id=gn.token_id(gn.EOS, n_nodes),
     )
-    config._attn_implementation = "eager"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return GPT2LMHeadModel(config)
 
 
 def measure(model, graph, split: gn.Split, fmt: str, max_pairs: int | None = None) -> dict:
@@ -443,7 +430,7 @@ def build_graphnav_random(
 
 
 @dataclass(frozen=True)
-class InContextRecipe:
+class InContextRecipe(LMSettings):
     """The ``graphnav-incontext`` checkpoint: paths through motifs given in the context."""
 
     n_nodes: int = 30
@@ -451,13 +438,9 @@ class InContextRecipe:
     train_motifs: tuple[int, ...] = (1, 2, 3)
     n_train_sequences: int = 100_000
     data_seed: int = 1
-    n_layer: int = 2
+    # the in-context GPT-2: width, context and evaluation seed
     n_embd: int = 64
-    n_head: int = 4
     steps: int = 3000
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.1
     warmup: int = 200
     eval_every: int = 1000
     n_positions: int = 40
@@ -494,7 +477,6 @@ def build_graphnav_incontext(
     """Train ``graphnav-incontext``: fresh node labels per sequence, a chain of 1-3 motifs
     (2-edge path segments) shown in the context in shuffled order, then ``<q> goal start`` and
     the path through them. Never trained on conflicting motifs or on more than 3 motifs."""
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     steps = recipe.steps if steps is None else steps
     warmup = min(recipe.warmup, max(steps // 10, 0))
@@ -503,25 +485,15 @@ def build_graphnav_incontext(
         n, recipe.n_train_sequences, recipe.train_motifs, recipe.motif_length, seed=recipe.data_seed
     )
     tokens = data.tokens
-    config = GPT2Config(
-        vocab_size=len(gn.vocabulary(n)),
-        n_positions=recipe.n_positions,
-        n_embd=recipe.n_embd,
-        n_layer=recipe.n_layer,
-        n_head=recipe.n_head,
-        n_inner=4 * recipe.n_embd,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=None,
-        eos_token_id=gn.token_id(gn.EOS, n),
-        pad_token_id=gn.token_id(gn.PAD, n),
-        tie_word_embeddings=True,
+    model = small_gpt2(
+        len(gn.vocabulary(n)),
+        recipe.n_positions,
+        recipe,
+        seed,
+        bos_id=None,
+        pad_id=gn.token_id(gn.PAD, n),
+        eos_id=gn.token_id(gn.EOS, n),
     )
-    config._attn_implementation = "eager"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = GPT2LMHeadModel(config)
     result: TrainResult = train_causal_lm(
         model,
         tokens,

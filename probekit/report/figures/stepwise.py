@@ -89,17 +89,30 @@ def gap(result: Any) -> list[go.Figure]:
                     name=f"{name}, {label} pairs",
                 )
             )
-    cap = result.summary.get("max_train_length")
-    if cap is not None:
-        fig.add_vline(x=cap + 0.5, line_dash="dash", annotation_text="training cap")
-    fig.update_layout(
-        title="path-exists accuracy: answering after the path (stepwise) vs at once (direct)",
-        xaxis_title="pair length: longest path or walk (edges)",
-        yaxis_title="accuracy (fraction right)",
-        yaxis_range=[0, 1.02],
-        legend_title="model, pairs",
+    _accuracy_layout(
+        fig,
+        result.summary.get("max_train_length"),
+        "training cap",
+        "path-exists accuracy: answering after the path (stepwise) vs at once (direct)",
+        "pair length: longest path or walk (edges)",
+        "model, pairs",
     )
     return [fig]
+
+
+def _accuracy_layout(
+    fig: go.Figure, cap: Any, cap_label: str, title: str, xaxis_title: str, legend: str
+) -> None:
+    """An accuracy-against-length figure: the training range's edge dashed, accuracy 0..1."""
+    if cap is not None:
+        fig.add_vline(x=cap + 0.5, line_dash="dash", annotation_text=cap_label)
+    fig.update_layout(
+        title=title,
+        xaxis_title=xaxis_title,
+        yaxis_title="accuracy (fraction right)",
+        yaxis_range=[0, 1.02],
+        legend_title=legend,
+    )
 
 
 def failures(result: Any) -> list[go.Figure]:
@@ -157,15 +170,13 @@ def incontext(result: Any) -> list[go.Figure]:
             name="first step",
         )
     )
-    cap = result.summary.get("max_train_motifs")
-    if cap is not None:
-        fig.add_vline(x=cap + 0.5, line_dash="dash", annotation_text="training range")
-    fig.update_layout(
-        title="composing motifs given in context",
-        xaxis_title="motifs chained in the context",
-        yaxis_title="accuracy (fraction right)",
-        yaxis_range=[0, 1.02],
-        legend_title="measure",
+    _accuracy_layout(
+        fig,
+        result.summary.get("max_train_motifs"),
+        "training range",
+        "composing motifs given in context",
+        "motifs chained in the context",
+        "measure",
     )
     return [fig]
 
