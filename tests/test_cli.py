@@ -37,6 +37,7 @@ def test_help_does_not_import_transformer_lens():
         "grid",
         "modularity",
         "shatter",
+        "choose",
         "report",
         "train",
         "demo",
