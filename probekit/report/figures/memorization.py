@@ -29,7 +29,7 @@ def audit_figures(frame: pd.DataFrame) -> list[Any]:
     }
     for j, col in enumerate(scores, start=1):
         dist.update_xaxes(title_text=units[col], row=1, col=j)
-        dist.update_yaxes(title_text="sequences" if j == 1 else "", row=1, col=j)
+        dist.update_yaxes(title_text="sequences", row=1, col=j)
     scatter = go.Figure(
         go.Scatter(
             x=f["ce"],
