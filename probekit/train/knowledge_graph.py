@@ -20,7 +20,7 @@ import torch
 
 from probekit.tasks import knowledge_graph as kg
 from probekit.tasks.knowledge_graph import save_graph
-from probekit.train.causal_lm import LMSettings, TrainResult, train_recipe_lm
+from probekit.train.causal_lm import LMSettings, TrainResult, small_gpt2, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -55,27 +55,14 @@ class KGRingRecipe(LMSettings):
 
 def kg_ring_model(recipe: KGRingRecipe, seed: int) -> torch.nn.Module:
     """A freshly initialised ``GPT2LMHeadModel`` for the recipe (init drawn from ``seed``)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    config = GPT2Config(
-        vocab_size=recipe.n_entities + kg.N_RELATIONS + 2,
-        n_positions=recipe.length,
-        n_embd=recipe.n_embd,
-        n_layer=recipe.n_layer,
-        n_head=recipe.n_head,
-        n_inner=4 * recipe.n_embd,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=None,
-        eos_token_id=None,
-        pad_token_id=kg.pad_id(recipe.n_entities),
-        tie_word_embeddings=True,
+    return small_gpt2(
+        recipe.n_entities + kg.N_RELATIONS + 2,
+        recipe.length,
+        recipe,
+        seed,
+        bos_id=None,
+        pad_id=kg.pad_id(recipe.n_entities),
     )
-    config._attn_implementation = "eager"
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return GPT2LMHeadModel(config)
 
 
 def graph_from_recipe(recipe: KGRingRecipe) -> kg.KnowledgeGraph:
