@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from probekit.tasks import graph_navigation as gn
-from probekit.train.causal_lm import LMSettings, TrainResult, small_gpt2, train_causal_lm
+from probekit.train.causal_lm import LMSettings, TrainResult, small_gpt2, train_recipe_lm
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -348,17 +348,15 @@ def build_graphnav(
             }
         return out
 
-    result: TrainResult = train_causal_lm(
+    # an eval_every past the last step evaluates only at the end, as min(eval_every, steps) did
+    result: TrainResult = train_recipe_lm(
         model,
         tokens,
+        recipe,
         steps=steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=eval_fn,
-        eval_every=eval_every,
         progress=progress,
         loss_mask=gn.loss_mask(tokens.shape[1]),
     )
@@ -494,17 +492,14 @@ def build_graphnav_incontext(
         pad_id=gn.token_id(gn.PAD, n),
         eos_id=gn.token_id(gn.EOS, n),
     )
-    result: TrainResult = train_causal_lm(
+    result: TrainResult = train_recipe_lm(
         model,
         tokens,
+        recipe,
         steps=steps,
-        batch_size=recipe.batch_size,
-        lr=recipe.lr,
-        weight_decay=recipe.weight_decay,
         warmup=warmup,
         seed=seed,
         eval_fn=lambda m: _incontext_scores(m, recipe, 100),
-        eval_every=min(recipe.eval_every, steps),
         progress=progress,
     )
     scores = _incontext_scores(model, recipe, 400)
