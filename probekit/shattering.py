@@ -36,7 +36,7 @@ import torch
 
 from probekit.report.figures.shattering import project, projection_figure, sweep_figures
 from probekit.report.page import Rendered
-from probekit.stats.shattering import correlation, distortion, pairwise_distances
+from probekit.stats.shattering import correlation, distortion, mean_ci, pairwise_distances
 
 __all__ = [
     "KGEdit",
@@ -392,11 +392,16 @@ class SweepResult(Rendered):
 
 
 def summarise_sweep(frame: pd.DataFrame) -> dict[str, Any]:
-    """R and accuracy drop per (method, d); r, r^2 between R and the mean accuracy drop."""
+    """R and accuracy drop per (method, d), each mean with its 95% t interval over the edits
+    (``*_ci95_by_d``: ``[low, high]``) and the edit count per d; r, r^2 between R and the mean
+    accuracy drop."""
     summary: dict[str, Any] = {"edits": len(frame)}
     for method, part in frame.groupby("method", sort=False):
         per_d = part.groupby("distance")
         summary[method] = {
+            "edits_by_d": {int(d): int(v) for d, v in per_d.size().items()},
+            "R_ci95_by_d": {int(d): list(mean_ci(g["R"])[1:]) for d, g in per_d},
+            "drop_ci95_by_d": {int(d): list(mean_ci(g["drop"])[1:]) for d, g in per_d},
             "R_mean_by_d": {int(d): float(v) for d, v in per_d["R"].mean().items()},
             "R_normalized_mean_by_d": {
                 int(d): float(v) for d, v in per_d["R_normalized"].mean().items()

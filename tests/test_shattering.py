@@ -69,6 +69,33 @@ def test_correlation_matches_scipy():
     assert math.isnan(shattering.correlation(np.ones(5), y[:5])[0])
 
 
+def test_mean_ci_matches_scipy_t_interval_and_sweep_summary_reports_it():
+    from scipy import stats
+
+    from probekit.stats.shattering import mean_ci
+
+    x = np.random.default_rng(1).normal(0.3, 0.1, size=20)
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    assert mean_ci(x) == pytest.approx((x.mean(), lo, hi), rel=1e-12)
+    assert math.isnan(mean_ci([0.2])[1]) and mean_ci([0.2])[0] == 0.2
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "method": "rome",
+            "distance": np.repeat([1, 2], 20),
+            "R": np.r_[x, x + 1],
+            "R_normalized": 0.0,
+            "drop": np.r_[x, 2 * x],
+            "success": True,
+        }
+    )
+    summary = shattering.summarise_sweep(frame)["rome"]
+    assert summary["edits_by_d"] == {1: 20, 2: 20}
+    assert summary["R_ci95_by_d"][2] == pytest.approx([lo + 1, hi + 1], rel=1e-9)
+    assert summary["drop_ci95_by_d"][1] == pytest.approx([lo, hi], rel=1e-9)
+
+
 def test_kg_contexts_lead_to_the_entity():
     graph = kg.make_graph(20, seed=3)
     ctx = shattering.kg_contexts(graph, order=1)
