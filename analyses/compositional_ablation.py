@@ -283,7 +283,7 @@ def analyse(quick: bool = False) -> list[Any]:
 
     # generation mode (greedy decoding with each attention layer zeroed at every step) scored by
     # exact match must agree with the teacher-forced exact match of the same ablations
-    check = held[: 8 if quick else 48]
+    check = held[: 8 if quick else 16]
     generated = pk.ablation.sweep(
         model, check, "accuracy", level="layer", prompt_len=task.prompt_len
     )
