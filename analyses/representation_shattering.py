@@ -149,7 +149,7 @@ def run(out: Path, quick: bool = False) -> dict[str, Any]:
         evaluations=sets,
         positions=graph.positions[0].tolist(),
         edited_entity=first.head,
-        projections=("pca",) if quick else ("isomap", "pca", "umap"),
+        projections=("pca",) if quick else ("isomap", "pca"),
     )
     ok = pk.edit.success(edited, [first.request()])
     example = pk.report.Result(
@@ -166,7 +166,7 @@ def run(out: Path, quick: bool = False) -> dict[str, Any]:
             f"ROME edit (layer {layer}, position='last') of e{first.head} "
             f"{kg.relation_name(first.relation)}: e{first.old} -> e{first.new} (d = 4). Entity representations before and after, coloured by the "
             "position on ring I (the edited ring), the edited subject starred. PCA of 'after' "
-            "uses the 'before' axes; Isomap and UMAP are fitted on each set."
+            "uses the 'before' axes; Isomap is fitted on each set."
         ),
     )
     path = pk.report.write(

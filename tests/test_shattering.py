@@ -116,6 +116,9 @@ def kg_ring():
 
 
 def test_entity_representations_match_a_manual_cache(kg_ring):
+    from probekit import edit as pk_edit
+
+    work = pk_edit.copy_model(kg_ring)  # before run_with_cache: the bridge keeps grad tensors
     graph = load_graph(KG_RING)
     ctx = shattering.kg_contexts(graph, 0)[:5]
     entities = torch.arange(5)
@@ -124,6 +127,21 @@ def test_entity_representations_match_a_manual_cache(kg_ring):
     _, cache = kg_ring.run_with_cache(prompts, names_filter="blocks.0.hook_resid_post")
     manual = cache["blocks.0.hook_resid_post"][:, 2].reshape(5, 8, -1).mean(1)
     assert torch.allclose(reps, manual, atol=1e-5)
+    # every residual-stream hook (read from the plain model's hidden states) and a non-residual
+    # hook (read through the bridge's cache) against the bridge's own cache, on an edited copy
+    weights = pk_edit.mlp_weights(work, [0])
+    weights[0].add_(
+        0.05 * torch.randn(weights[0].shape, generator=torch.Generator().manual_seed(0))
+    )
+    pk_edit.set_mlp_weights(work, weights)
+    n_layers = work.cfg.n_layers
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
+    hooks += [f"blocks.{i}.hook_resid_post" for i in range(n_layers)] + ["blocks.0.hook_mlp_out"]
+    _, cache = work.run_with_cache(prompts, names_filter=lambda name: name in hooks)
+    for hook in hooks:
+        reps = shattering.entity_representations(work, entities, hook, ctx)
+        manual = cache[hook][:, 2].reshape(5, 8, -1).mean(1)
+        assert torch.allclose(reps, manual, atol=1e-5), hook
 
 
 def test_rome_edit_on_kg_ring_and_its_measurement(kg_ring):

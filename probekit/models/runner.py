@@ -228,6 +228,22 @@ class Runner:
         return out
 
     @torch.no_grad()
+    def residual(self, tokens: Tensor, layer: int) -> Tensor:
+        """The residual stream entering block ``layer`` (``blocks.{layer}.hook_resid_pre``, =
+        ``blocks.{layer - 1}.hook_resid_post``), ``[B, T, d_model]``, from the plain model's
+        hidden states: no hooks, so several times faster than a bridge's cache on small
+        inputs. ``layer`` in ``0..n_layers - 1`` (the last hidden state is after the final
+        norm, not a residual stream)."""
+        if self.family != "transformer":
+            raise ValueError("residual() is for transformers")
+        module = self._plain_model()
+        n_layers = int(module.config.num_hidden_layers)
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer must be in 0..{n_layers - 1}, got {layer}")
+        out = module(input_ids=tokens.to(self.device), use_cache=False, output_hidden_states=True)
+        return out.hidden_states[layer]
+
+    @torch.no_grad()
     def logits_and_generate(
         self, tokens: Tensor, prefix_len: int, steps: int
     ) -> tuple[Tensor, Tensor]:
