@@ -9,7 +9,14 @@ import torch
 
 from probekit.tasks import knowledge_graph as kg
 from probekit.tasks.knowledge_graph import load_graph
-from probekit.train.knowledge_graph import KGRingRecipe, build_kg_ring
+from probekit.train.knowledge_graph import (
+    KGRingRecipe,
+    best_ring,
+    build_kg_ring,
+    entity_target_loss,
+    ring_contexts,
+    ring_scores,
+)
 
 
 @pytest.fixture(scope="module")
@@ -140,3 +147,135 @@ def test_recipe_writes_a_loadable_checkpoint(tmp_path):
     # deterministic: the same seed gives the same weights
     metrics2 = build_kg_ring(tmp_path / "kg2", steps=10, recipe=recipe, progress=False)
     assert metrics2["model_sha256"] == metrics["model_sha256"]
+
+
+# ----------------------------------------------------------------------------- ring geometry
+
+
+def _spearman(a, b):
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def test_circular_rank_correlation_is_one_for_any_rotation_or_direction_of_the_ring():
+    gen = torch.Generator().manual_seed(0)
+    positions = torch.randperm(40, generator=gen)
+    angles = 2 * torch.pi * positions / 40
+    assert kg.circular_rank_correlation(angles, positions) == pytest.approx(1.0)
+    # a rotated, reversed copy of the ring is the same cyclic order
+    turned = -(angles + 1.3) % (2 * torch.pi)
+    assert kg.circular_rank_correlation(turned, positions) == pytest.approx(1.0)
+    # it is the best Spearman rho over the 2 x 40 relabellings of the cycle (scipy, by hand)
+    noisy = angles + 0.6 * torch.randn(40, generator=gen)
+    rank = torch.argsort(torch.argsort(noisy))
+    by_hand = max(
+        _spearman(((sign * rank + shift) % 40).tolist(), positions.tolist())
+        for sign in (1, -1)
+        for shift in range(40)
+    )
+    assert kg.circular_rank_correlation(noisy, positions) == pytest.approx(by_hand, abs=1e-9)
+    assert 0.5 < by_hand < 1.0
+    random = [
+        kg.circular_rank_correlation(torch.rand(40, generator=gen), positions) for _ in range(5)
+    ]
+    assert max(random) < 0.6
+    with pytest.raises(ValueError, match="angles and positions"):
+        kg.circular_rank_correlation(torch.zeros(5), torch.zeros(4))
+
+
+@pytest.mark.parametrize("method", ["pca", "isomap"])
+def test_projection_recovers_a_planted_ring_embedded_in_many_dimensions(method):
+    gen = torch.Generator().manual_seed(1)
+    positions = torch.randperm(60, generator=gen)
+    theta = 2 * torch.pi * positions / 60
+    plane = torch.stack([theta.cos(), theta.sin()], dim=1)
+    basis = torch.linalg.qr(torch.randn(16, 2, generator=gen)).Q.T  # [2, 16] orthonormal
+    reps = 5 * plane @ basis + 0.05 * torch.randn(60, 16, generator=gen)
+    angles = kg.projection_angles(reps, method)
+    assert angles.shape == (60,)
+    assert kg.circular_rank_correlation(angles, positions) > 0.99
+    with pytest.raises(ValueError, match="method must be"):
+        kg.projection_angles(reps, "umap")
+
+
+def test_ring_contexts_lead_to_each_entity_by_a_true_fact_of_that_ring(graph):
+    ctx = ring_contexts(graph, 2)
+    assert ctx.shape == (24, 8, 3)
+    for row in ctx.reshape(-1, 3).tolist():
+        x, rel, e = row[0], row[1] - 24, row[2]
+        assert rel // 8 == 2 and _tail_by_hand(graph, x, rel) == e
+    assert ctx[:, :, 2].tolist() == [[e] * 8 for e in range(24)]
+
+
+def test_entity_target_loss_averages_cross_entropy_over_entity_targets_only():
+    gen = torch.Generator().manual_seed(2)
+    tokens = torch.tensor([[3, 30, 5, 31, 32, 7], [1, 29, 2, 33, 4, 28]])  # E = 24
+    logits = torch.randn(2, 6, 50, generator=gen)
+    terms = []
+    for b in range(2):
+        for j in range(5):
+            target = int(tokens[b, j + 1])
+            if target < 24:
+                terms.append(-torch.log_softmax(logits[b, j], -1)[target])
+    expected = torch.stack(terms).mean()
+    assert len(terms) == 5
+    assert torch.allclose(entity_target_loss(logits, tokens, 24), expected, atol=1e-6)
+
+
+def test_small_recipe_learns_the_facts_and_reports_what_the_checkpoint_does(tmp_path):
+    from transformers import GPT2LMHeadModel
+
+    recipe = KGRingRecipe(
+        n_entities=12,
+        n_walks=2000,
+        n_layer=1,
+        n_embd=32,
+        n_head=2,
+        lr=3e-3,
+        weight_decay=0.1,
+        eval_every=100,
+        eval_items=64,
+        warmup=20,
+    )
+    metrics = build_kg_ring(tmp_path / "kg", steps=300, recipe=recipe, progress=False)
+    assert metrics["accuracy"]["direct"] > 0.9  # the seen facts are learnt
+    assert [e["step"] for e in metrics["evals"]] == [100, 200, 300]
+    # the reported accuracies and ring scores are what the saved model gives, by hand
+    model = GPT2LMHeadModel.from_pretrained(tmp_path / "kg").eval()
+    graph = load_graph(tmp_path / "kg")
+    for name, items in kg.evaluation_sets(graph).items():
+        with torch.no_grad():
+            logits = model(items.prompts).logits[:, -1, :12]
+        hits = (logits.argmax(-1) == items.targets).float().mean().item()
+        assert hits == pytest.approx(metrics["accuracy"][name])
+    rings = ring_scores(model, graph)
+    for stream in rings:
+        for order in rings[stream]:
+            for method, value in rings[stream][order].items():
+                assert value == pytest.approx(metrics["ring_correlation"][stream][order][method])
+    assert metrics["ring_correlation_best"] == pytest.approx(best_ring(rings))
+    assert "| stream | order | PCA | Isomap |" in (tmp_path / "kg" / "card.md").read_text()
+
+
+def test_shipped_checkpoint_reports_its_measured_accuracies():
+    from pathlib import Path
+
+    from transformers import GPT2LMHeadModel
+
+    root = Path(__file__).resolve().parents[1] / "checkpoints" / "kg-ring"
+    data = json.loads((root / "graph.json").read_text())
+    assert {"orders", "heldout_facts", "heldout_compositions"} <= set(data)
+    graph = load_graph(root)
+    metrics = json.loads((root / "metrics.json").read_text())
+    assert len(data["heldout_facts"]) == metrics["eval_sizes"]["logical"]
+    assert len(data["heldout_compositions"]) == metrics["eval_sizes"]["compositional"]
+    model = GPT2LMHeadModel.from_pretrained(root).eval()
+    logical = kg.evaluation_sets(graph)["logical"]
+    with torch.no_grad():
+        logits = model(logical.prompts).logits[:, -1, : graph.n_entities]
+    hits = (logits.argmax(-1) == logical.targets).float().mean().item()
+    assert hits == pytest.approx(metrics["accuracy"]["logical"])
+    card = (root / "card.md").read_text()
+    assert f"{metrics['accuracy']['logical']:.4f}" in card
+    assert f"Best: {metrics['ring_correlation_best']:.3f}" in card

@@ -28,6 +28,11 @@ Held-out facts give the three evaluations (:func:`evaluation_sets`):
 A graph is stored as ``graph.json`` beside its checkpoint (:func:`save_graph`,
 :func:`load_graph`): the orders and both held-out sets.
 
+Ring geometry: :func:`projection_angles` projects entity representations to 2-D (PCA or
+Isomap) and reads each entity's angle; :func:`circular_rank_correlation` says how well that
+angular order matches the entities' true places on a ring (1 = exactly, up to rotation and
+direction).
+
 Token ids: entity ``e{i}`` is id ``i``; relation ``r`` is id ``E + r``; then ``<pad>`` and
 ``<unk>``. Accuracy is greedy over entity tokens only (:func:`entity_accuracy`): the question
 is which entity the model recalls, not whether it would rather emit a relation token.
@@ -430,3 +435,63 @@ def load_graph(path: str | os.PathLike) -> KnowledgeGraph:
     triples = torch.tensor(data["heldout_compositions"], dtype=torch.long).reshape(-1, 3)
     comps[triples[:, 0], triples[:, 1], triples[:, 2]] = True
     return KnowledgeGraph(orders, positions, heldout, comps)
+
+
+# ----------------------------------------------------------------------------- ring geometry
+
+
+def circular_rank_correlation(angles: torch.Tensor, positions: torch.Tensor) -> float:
+    """How well a recovered cyclic order matches the true one: Spearman correlation in [-1, 1].
+
+    ``angles [E]``: each entity's angle in a 2-D projection of its representation;
+    ``positions [E]``: its true place (0..E-1) on the ring. The entities are ranked by angle
+    (the recovered cyclic order); a cycle has no start and no direction, so the correlation of
+    ``(+/- rank + shift) mod E`` with ``positions`` is maximised over the E shifts and both
+    directions. Ranks are permutations of 0..E-1, so Pearson on them is Spearman's rho. 1 means
+    the projection lays the entities around the ring in exactly their true order.
+    """
+    angles = torch.as_tensor(angles, dtype=torch.float64).reshape(-1)
+    positions = torch.as_tensor(positions, dtype=torch.float64).reshape(-1)
+    if len(angles) != len(positions) or len(angles) < 3:
+        raise ValueError(
+            f"angles and positions must be [E] with the same E >= 3, got {len(angles)} and "
+            f"{len(positions)}"
+        )
+    e_count = len(angles)
+    rank = torch.argsort(torch.argsort(angles)).to(torch.float64)
+    shifts = torch.arange(e_count, dtype=torch.float64)[:, None]
+    candidates = torch.cat([(rank + shifts) % e_count, (-rank + shifts) % e_count])  # [2E, E]
+    a = candidates - candidates.mean(1, keepdim=True)
+    b = positions - positions.mean()
+    rho = (a @ b) / (a.norm(dim=1) * b.norm()).clamp_min(1e-12)
+    return float(rho.max())
+
+
+def projection_angles(
+    representations: torch.Tensor, method: str = "pca", n_neighbors: int = 10
+) -> torch.Tensor:
+    """Angle ``[E]`` of each row of ``representations [E, d]`` in a 2-D projection.
+
+    ``method``: ``"pca"`` (the top two principal components) or ``"isomap"`` (scikit-learn's
+    Isomap with ``n_neighbors``, which unrolls a ring that is curved in more than two
+    dimensions). The angle is ``atan2`` about the projection's centroid.
+    """
+    reps = torch.as_tensor(representations, dtype=torch.float64)
+    if reps.ndim != 2 or len(reps) < 3:
+        raise ValueError(f"representations must be [E >= 3, d], got shape {tuple(reps.shape)}")
+    if method == "pca":
+        centred = reps - reps.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        xy = centred @ v[:2].T
+    elif method == "isomap":
+        from sklearn.manifold import Isomap
+
+        xy = torch.as_tensor(
+            Isomap(n_components=2, n_neighbors=min(n_neighbors, len(reps) - 1)).fit_transform(
+                reps.numpy()
+            )
+        )
+    else:
+        raise ValueError(f"method must be 'pca' or 'isomap', got {method!r}")
+    xy = xy - xy.mean(0)
+    return torch.atan2(xy[:, 1], xy[:, 0])

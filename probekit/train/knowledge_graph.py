@@ -1,10 +1,13 @@
-"""Recipe for ``checkpoints/kg-ring``: a 3-layer GPT-2 trained on the cyclic knowledge graph.
+"""Recipe for ``checkpoints/kg-ring``: a small GPT-2 trained on the cyclic knowledge graph.
 
 What model does the representation-shattering study (docs/shattering.md) edit? This recipe
 answers in code: the graph and its held-out facts come from
 :func:`probekit.tasks.knowledge_graph.make_graph`, the training walks from
 :func:`~probekit.tasks.knowledge_graph.walks`, training is
-:func:`probekit.train.train_causal_lm` (deterministic AdamW + cosine), and the checkpoint is a
+:func:`train_kg` (deterministic AdamW + cosine on the entity predictions of the walks, weight
+decay on every parameter), the card measures the three accuracies over training and how well
+PCA / Isomap of the entity representations recover each ring (:func:`ring_scores`), and the
+checkpoint is a
 Hugging Face directory with a WordLevel tokenizer, ``graph.json`` (the three orders and the
 held-out sets), ``card.md`` and ``metrics.json``.
 """
@@ -20,7 +23,14 @@ import torch
 
 from probekit.tasks import knowledge_graph as kg
 from probekit.tasks.knowledge_graph import save_graph
-from probekit.train.causal_lm import LMSettings, TrainResult, small_gpt2, train_recipe_lm
+from probekit.train.causal_lm import (
+    LMSettings,
+    TrainResult,
+    _param_groups,
+    cosine_lr_factor,
+    deterministic_algorithms,
+    small_gpt2,
+)
 from probekit.train.recipes import (
     _hf_progress_bars,
     atomic_directory,
@@ -43,13 +53,18 @@ class KGRingRecipe(LMSettings):
     n_walks: int = 200_000
     walk_seed: int = 1
     # model
-    n_layer: int = 3
+    n_layer: int = 2
     n_embd: int = 128
     # optimisation and evaluation
-    steps: int = 3000
+    steps: int = 9000
+    batch_size: int = 64
     lr: float = 1e-3
+    weight_decay: float = 1.0
     warmup: int = 200
-    eval_every: int = 500
+    min_lr: float = 0.1
+    loss_on: str = "entities"
+    decay_all: bool = True
+    eval_every: int = 1000
     eval_items: int = 1024
 
 
@@ -74,8 +89,173 @@ def graph_from_recipe(recipe: KGRingRecipe) -> kg.KnowledgeGraph:
     )
 
 
+def entity_target_loss(logits: torch.Tensor, tokens: torch.Tensor, n_entities: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over the positions whose next token is an entity.
+
+    ``logits [B, L, vocab]``, ``tokens [B, L]``. The relation tokens of a walk are uniform
+    random choices: their cross-entropy cannot fall below ln(#relations) and its gradient is
+    pure noise that keeps Adam's steps large after the facts are learnt, which holds off the
+    slow weight-decay phase in which the ring structure (and inference) appears. Only the
+    predictions of entities (the facts) are trained.
+    """
+    target = tokens[:, 1:].clone()
+    target[target >= n_entities] = -100
+    pred = logits[:, :-1]
+    return torch.nn.functional.cross_entropy(
+        pred.reshape(-1, pred.shape[-1]).float(), target.reshape(-1), ignore_index=-100
+    )
+
+
+def train_kg(
+    model: torch.nn.Module,
+    train_tokens: torch.Tensor,
+    recipe: KGRingRecipe,
+    *,
+    steps: int,
+    warmup: int,
+    seed: int,
+    eval_fn: Any = None,
+    progress: bool = True,
+) -> TrainResult:
+    """AdamW (betas 0.9, 0.98; decay on matrices) with warmup + cosine to ``recipe.min_lr``
+    of the peak, on :func:`entity_target_loss` (or every position when ``recipe.loss_on`` is
+    ``"all"``). Batches of ``recipe.batch_size`` walks drawn with replacement from a generator
+    seeded with ``seed``; deterministic algorithms on, so the same seed gives the same weights.
+    ``eval_fn(model)`` runs every ``recipe.eval_every`` steps and at the end."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    data = torch.as_tensor(train_tokens, dtype=torch.long)
+    e_count = recipe.n_entities
+    generator = torch.Generator().manual_seed(seed)
+    groups = (
+        [{"params": [p for _, p in sorted(model.named_parameters())], "weight_decay": wd}]
+        if (wd := recipe.weight_decay) and recipe.decay_all
+        else _param_groups(model, recipe.weight_decay)
+    )
+    optimizer = torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98), eps=1e-8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cosine_lr_factor(s, steps, warmup, recipe.min_lr)
+    )
+    result = TrainResult(losses=[])
+
+    def run_eval(step: int) -> None:
+        if eval_fn is not None:
+            model.eval()
+            with torch.no_grad():
+                result.evals.append((step, dict(eval_fn(model))))
+            if progress:
+                values = ", ".join(f"{k} {v:.3f}" for k, v in result.evals[-1][1].items())
+                tqdm.write(f"step {step}: {values}")
+            model.train()
+
+    bar = tqdm(total=steps, desc="train kg-ring", disable=not progress, leave=False)
+    start = time.perf_counter()
+    with deterministic_algorithms(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.train()
+        for step in range(steps):
+            batch = data[torch.randint(len(data), (recipe.batch_size,), generator=generator)]
+            logits = model(batch).logits
+            if recipe.loss_on == "all":
+                pred = logits[:, :-1]
+                loss = torch.nn.functional.cross_entropy(
+                    pred.reshape(-1, pred.shape[-1]), batch[:, 1:].reshape(-1)
+                )
+            else:
+                loss = entity_target_loss(logits, batch, e_count)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            result.losses.append(float(loss.detach()))
+            bar.update(1)
+            if (step + 1) % 100 == 0:
+                bar.set_postfix(loss=f"{sum(result.losses[-100:]) / 100:.4f}")
+            if recipe.eval_every and (step + 1) % recipe.eval_every == 0 and step + 1 < steps:
+                run_eval(step + 1)
+        run_eval(steps)
+        model.eval()
+    bar.close()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
 def _accuracies(model: torch.nn.Module, sets: dict[str, kg.EvalSet], e_count: int) -> dict:
     return {name: kg.evaluate(model, items, e_count) for name, items in sets.items()}
+
+
+#: Residual streams the card reads entity representations from (HF hidden-state index).
+RING_STREAMS = {"blocks.0.hook_resid_pre": 0, "blocks.0.hook_resid_post": 1}
+
+
+def ring_contexts(graph: kg.KnowledgeGraph, order: int) -> torch.Tensor:
+    """Prompts ``[E, 8, 3]``: ``[x, r, e]`` for each entity ``e`` and relation ``r`` of ring
+    ``order``, with ``x`` the head whose ``r``-tail is ``e`` (the entity read where a walk on
+    that ring puts it)."""
+    e_count = graph.n_entities
+    rels = torch.arange(order * 2 * kg.MAX_HOPS, (order + 1) * 2 * kg.MAX_HOPS)
+    ents = torch.arange(e_count)[:, None].expand(-1, len(rels))
+    heads = graph.tail(ents, kg.inverse_relation(rels)[None, :].expand(e_count, -1))
+    return torch.stack([heads, (e_count + rels)[None, :].expand(e_count, -1), ents], dim=2)
+
+
+@torch.no_grad()
+def ring_representations(
+    model: torch.nn.Module, graph: kg.KnowledgeGraph, order: int, hidden_index: int = 1
+) -> torch.Tensor:
+    """Entity representations ``[E, d]`` in the context of ring ``order``: the plain model's
+    hidden state ``hidden_index`` (0 = embeddings, l = after block l - 1) at the entity token
+    of :func:`ring_contexts`, averaged over the 8 contexts."""
+    prompts = ring_contexts(graph, order)
+    e_count, c, length = prompts.shape
+    out = model(prompts.reshape(-1, length), output_hidden_states=True)
+    states = out.hidden_states[hidden_index][:, -1]
+    return states.reshape(e_count, c, -1).mean(1).float()
+
+
+def ring_scores(
+    model: torch.nn.Module, graph: kg.KnowledgeGraph, methods: tuple[str, ...] = ("pca", "isomap")
+) -> dict[str, dict[str, dict[str, float]]]:
+    """``{stream: {order name: {method: rho}}}``: circular rank correlation
+    (:func:`probekit.tasks.knowledge_graph.circular_rank_correlation`) of each ring's order
+    recovered by PCA / Isomap of the entity representations with the true order."""
+    was_training = model.training
+    model.eval()
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for stream, index in RING_STREAMS.items():
+        scores[stream] = {}
+        for order, name in enumerate(kg.ORDER_NAMES):
+            reps = ring_representations(model, graph, order, index)
+            scores[stream][name] = {
+                method: kg.circular_rank_correlation(
+                    kg.projection_angles(reps, method), graph.positions[order]
+                )
+                for method in methods
+            }
+    model.train(was_training)
+    return scores
+
+
+def ring_null(graph: kg.KnowledgeGraph, draws: int = 20, seed: int = 0) -> float:
+    """Mean :func:`~probekit.tasks.knowledge_graph.circular_rank_correlation` of uniformly
+    random angles with ring I (what the maximisation over rotations gives with no ring)."""
+    gen = torch.Generator().manual_seed(seed)
+    values = [
+        kg.circular_rank_correlation(
+            torch.rand(graph.n_entities, generator=gen), graph.positions[0]
+        )
+        for _ in range(draws)
+    ]
+    return sum(values) / draws
+
+
+def best_ring(scores: dict[str, dict[str, dict[str, float]]]) -> float:
+    """The highest correlation over streams, orders and methods in :func:`ring_scores`."""
+    return max(
+        v for orders in scores.values() for methods in orders.values() for v in methods.values()
+    )
 
 
 def _inference_note(metrics: dict[str, Any]) -> str:
@@ -97,14 +277,49 @@ def _inference_note(metrics: dict[str, Any]) -> str:
     )
 
 
+#: Short pilots (1 thread, shared 2-core CPU) behind the recipe, recorded on the card as run.
+PILOT_NOTES = """\
+The previous kg-ring (3 layers, 3000 steps, batch 64, weight decay 0.1 on matrices, loss on every
+position) memorised: direct 1.00, logical 0.013, compositional 0.086 (chance 0.008). Pilots of a
+few thousand steps each, 2 layers, d_model 128, evaluated every 200-250 steps at position 0:
+
+- 64 entities, batch 128, lr 1e-3, decay 1.0 on matrices, loss on every position: direct 0.996
+  by step 500, logical 0.013-0.019 (chance 0.016) to step 750.
+- 128 entities, batch 64, lr 2e-3, decay 1.0: a plateau for ~1000 steps, then direct 0.58 at
+  1750 with logical 0.010-0.026 (chance 0.008).
+- 32 entities, batch 64, constant lr 3e-3 / 1e-3, decay 1.0 or 5.0, loss on entity targets
+  only: direct 0.95-1.00 by step 400-600, logical 0.00-0.05 (chance 0.031) to step 1600,
+  compositional 0.03-0.13; with decay on matrices only the weight norm kept growing (the
+  LayerNorm gains are not decayed), with decay on every parameter it fell (26.4 -> 24.1), but
+  no inference appeared within those 1600 steps either.
+
+No pilot showed logical inference above chance; the shipped recipe combines the changes that
+the issue names and the pilots support (held-out facts with their inverses seen, compositions
+in the walks, loss on the facts only, decay 1.0 on every parameter, many more steps than
+before) within the 60-minute CPU bound.\
+"""
+
+
 def _card(recipe: KGRingRecipe, seed: int, metrics: dict[str, Any], config_text: str) -> str:
     r = recipe
     evals = "\n".join(
-        f"| {e['step']} | {e['direct']:.4f} | {e['logical']:.4f} | {e['compositional']:.4f} |"
+        f"| {e['step']} | {e['direct']:.4f} | {e['logical']:.4f} | {e['compositional']:.4f} "
+        f"| {e.get('ring_pca', float('nan')):.3f} |"
         for e in metrics["evals"]
+    )
+    rings = "\n".join(
+        f"| `{stream}` | {name} | {vals['pca']:.3f} | {vals['isomap']:.3f} |"
+        for stream, orders in metrics["ring_correlation"].items()
+        for name, vals in orders.items()
     )
     curve = "\n".join(f"| {step} | {loss:.4f} |" for step, loss in metrics["loss_curve"])
     acc, n = metrics["accuracy"], metrics["eval_sizes"]
+    decay_text = (
+        "every parameter (LayerNorm gains and biases too: with only the matrices decayed, the "
+        "gains grow back what the decay takes)"
+        if r.decay_all
+        else "matrices only"
+    )
     return f"""# kg-ring
 
 A {r.n_layer}-layer GPT-2 trained from scratch on random walks over a synthetic knowledge graph:
@@ -137,18 +352,43 @@ Greedy accuracy over entity tokens at the last prompt position, prompts out of w
 
 {_inference_note(metrics)}
 
-Accuracy during training (on at most {r.eval_items} prompts per set):
+Accuracy during training (on at most {r.eval_items} prompts per set; `ring` is the best
+circular rank correlation over orders and streams of the PCA-recovered ring, see below):
 
-| step | direct | logical | compositional |
-|---|---|---|---|
+| step | direct | logical | compositional | ring (PCA) |
+|---|---|---|---|---|
 {evals}
 
-Training loss (next-token cross-entropy over every position, including the random relation
-choices, so it cannot reach 0):
+## The rings in the entity representations
+
+For each order, each entity's representation is the residual stream at its token in the 8
+prompts `[x, r, e]` of that order's relations (`x` the head whose `r`-tail is `e`), averaged;
+projected to 2-D by PCA or Isomap (10 neighbours), the entities are ranked by angle and the
+recovered cyclic order is compared with the true one by Spearman's rho, maximised over the
+{r.n_entities} rotations and both directions of the cycle
+(`probekit.tasks.knowledge_graph.circular_rank_correlation`; 1 = the true ring order; random
+angles give about {metrics["ring_null"]:.2f} from that maximisation alone).
+
+| stream | order | PCA | Isomap |
+|---|---|---|---|
+{rings}
+
+Best: {metrics["ring_correlation_best"]:.3f}.
+
+Training loss ({
+        "next-token cross-entropy over the positions whose next token is an entity "
+        "(the relation choices of a walk are random and are not trained)"
+        if r.loss_on != "all"
+        else "next-token cross-entropy over every position, including the random relation choices"
+    }):
 
 | up to step | loss |
 |---|---|
 {curve}
+
+## How this recipe was arrived at
+
+{PILOT_NOTES}
 
 ## Architecture
 
@@ -164,8 +404,9 @@ context {r.length}, vocabulary {r.n_entities + kg.N_RELATIONS + 2}, tied embeddi
 
 - {r.n_walks} walks (walk seed {r.walk_seed}); each step draws {r.batch_size} of them with
   replacement
-- optimizer: AdamW (betas 0.9, 0.98), lr {r.lr}, weight decay {r.weight_decay} on matrices only,
-  {metrics["settings"]["warmup"]} warmup steps then cosine decay to 0, {metrics["steps"]} steps
+- optimizer: AdamW (betas 0.9, 0.98), lr {r.lr}, weight decay {r.weight_decay} on {decay_text},
+  {metrics["settings"]["warmup"]} warmup steps then cosine decay to {r.min_lr:g} x lr,
+  {metrics["steps"]} steps
 - seed {seed} (model init and batch order)
 - wall-clock training time {metrics["train_seconds"]:.1f} s on {metrics["machine"]}
   (a 2-core machine shared with other jobs; that is the CPU budget this run had)
@@ -205,11 +446,16 @@ def build_kg_ring(
     full_sets = kg.evaluation_sets(graph)
     quick_sets = kg.evaluation_sets(graph, max_items=recipe.eval_items, seed=0)
     model = kg_ring_model(recipe, seed)
+    # Fused attention for the training steps (same weights, ~1.5x faster on the CPU); the
+    # checkpoint's model is handed back with eager attention so hooks see the patterns.
+    model.config._attn_implementation = "sdpa"
 
     def eval_fn(m: torch.nn.Module) -> dict[str, float]:
-        return _accuracies(m, quick_sets, graph.n_entities)
+        values = _accuracies(m, quick_sets, graph.n_entities)
+        values["ring_pca"] = best_ring(ring_scores(m, graph, methods=("pca",)))
+        return values
 
-    result: TrainResult = train_recipe_lm(
+    result = train_kg(
         model,
         train_tokens,
         recipe,
@@ -220,7 +466,9 @@ def build_kg_ring(
         progress=progress,
     )
     model.eval()
+    model.config._attn_implementation = "eager"
     accuracy = _accuracies(model, full_sets, graph.n_entities)
+    rings = ring_scores(model, graph)
     metrics: dict[str, Any] = {
         "recipe": "kg-ring",
         "accuracy": accuracy,
@@ -228,6 +476,9 @@ def build_kg_ring(
         "chance": 1 / graph.n_entities,
         "n_heldout_facts": int(graph.heldout.sum()),
         "n_heldout_compositions": int(graph.heldout_composition.sum()),
+        "ring_correlation": rings,
+        "ring_correlation_best": best_ring(rings),
+        "ring_null": ring_null(graph),
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "steps": steps,
         "seed": seed,
