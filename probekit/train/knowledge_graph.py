@@ -270,6 +270,17 @@ def _inference_note(metrics: dict[str, Any]) -> str:
             )
         else:
             parts.append(f"{label} inference is {ratio:.1f}x chance ({acc[name]:.4f}).")
+    targets = {"direct": 0.95, "logical": 0.80, "compositional": 0.50}
+    missed = [f"{k} {acc[k]:.3f} < {v:.2f}" for k, v in targets.items() if acc[k] < v]
+    ring = metrics.get("ring_correlation_best")
+    if ring is not None and ring < 0.9:
+        missed.append(f"best ring correlation {ring:.2f} < 0.9")
+    if missed:
+        parts.append(
+            "Not reached here (the inference targets of a model that learnt the rings): "
+            + "; ".join(missed)
+            + "."
+        )
     return (
         " ".join(parts)
         + " The source study trains far longer; this is what the CPU budget of this recipe "
