@@ -230,17 +230,17 @@ def test_small_recipe_learns_the_facts_and_reports_what_the_checkpoint_does(tmp_
         n_entities=12,
         n_walks=2000,
         n_layer=1,
-        n_embd=32,
-        n_head=2,
+        n_embd=128,
+        n_head=4,
         lr=3e-3,
         weight_decay=0.1,
-        eval_every=100,
+        eval_every=200,
         eval_items=64,
         warmup=20,
     )
-    metrics = build_kg_ring(tmp_path / "kg", steps=300, recipe=recipe, progress=False)
-    assert metrics["accuracy"]["direct"] > 0.9  # the seen facts are learnt
-    assert [e["step"] for e in metrics["evals"]] == [100, 200, 300]
+    metrics = build_kg_ring(tmp_path / "kg", steps=400, recipe=recipe, progress=False)
+    assert metrics["accuracy"]["direct"] > 0.8  # the seen facts are learnt (chance 1/12)
+    assert [e["step"] for e in metrics["evals"]] == [200, 400]
     # the reported accuracies and ring scores are what the saved model gives, by hand
     model = GPT2LMHeadModel.from_pretrained(tmp_path / "kg").eval()
     graph = load_graph(tmp_path / "kg")
