@@ -240,10 +240,18 @@ def test_pk_cache_and_cache_rollout_hold_the_rollout_states():
     v = navigation.ssl_velocities(6, 9, seed=1)
     store = pk.cache(model, v, "hook_hidden", dtype=None, batch_size=4, progress=False)
     torch.testing.assert_close(store["hook_hidden"], model(v).detach())
-    out = navigation.rollout(model, 6, seed=3)
+    n = navigation.SSL_ROLLOUT_PERMUTATIONS + 7  # two velocity sequences, the second partly used
+    data = navigation.rollout_data(model, n, seed=3)
+    velocity, order = data["inputs"], data["order"]
+    assert velocity.shape == (n, 9, 2) and torch.equal(velocity, data["table"][order])
+    per = navigation.SSL_ROLLOUT_PERMUTATIONS
+    assert torch.equal(order[:per].sort(1).values, torch.arange(9).expand(per, 9))
+    assert torch.equal(order[per:].sort(1).values, torch.arange(9, 18).expand(7, 9))
+    torch.testing.assert_close(data["extras"]["positions"], velocity.cumsum(1))
+    out = navigation.rollout(model, n, seed=3)
     assert set(out) == {"hidden", "positions", "start"}
-    torch.testing.assert_close(out["positions"], navigation.ssl_velocities(6, 9, seed=3).cumsum(1))
-    store = navigation.cache_rollout(model, 6, seed=3, batch_size=4)
+    torch.testing.assert_close(out["hidden"], model(velocity).detach(), atol=1e-6, rtol=1e-5)
+    store = navigation.cache_rollout(model, n, seed=3, batch_size=20)
     torch.testing.assert_close(store["hook_hidden"], out["hidden"])
     torch.testing.assert_close(store["positions"], out["positions"])
 

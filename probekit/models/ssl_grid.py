@@ -80,6 +80,9 @@ class SSLGridConfig:
             velocity (2) through them to ``N * N`` outputs, reshaped row-major to ``W(v)``.
         identity_init: added to the MLP's output bias at initialisation (``W(v) = identity_init
             I + ...``), so that an untrained network keeps part of its state from step to step.
+        output_init_scale: multiplies the MLP's last layer (weight and bias) at initialisation,
+            before the identity is added: small values start ``W(v)`` near ``identity_init I``,
+            so that an untrained network's state drifts slowly with the path.
         extra: free-form JSON metadata (the task's settings: arena box, sequence length, speed),
             preserved on save and load.
     """
@@ -87,6 +90,7 @@ class SSLGridConfig:
     hidden_size: int = 128
     mlp_hidden: tuple[int, ...] = (64, 64)
     identity_init: float = 1.0
+    output_init_scale: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     # What the rest of probekit reads off an RNN's config.
@@ -104,10 +108,11 @@ class SSLGridConfig:
                 f"SSLGridConfig.mlp_hidden must be a list of positive ints, got {self.mlp_hidden!r}"
             )
         self.mlp_hidden = tuple(self.mlp_hidden)
-        if not math.isfinite(self.identity_init):
-            raise ValueError(
-                f"SSLGridConfig.identity_init must be finite, got {self.identity_init!r}"
-            )
+        for name in ("identity_init", "output_init_scale"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(
+                    f"SSLGridConfig.{name} must be finite, got {getattr(self, name)!r}"
+                )
         if not isinstance(self.extra, dict):
             raise ValueError(f"SSLGridConfig.extra must be a JSON object, got {self.extra!r}")
         self.extra_tensors: dict[str, tuple[int, ...]] = {}
@@ -122,6 +127,7 @@ class SSLGridConfig:
             "hidden_size": self.hidden_size,
             "mlp_hidden": list(self.mlp_hidden),
             "identity_init": self.identity_init,
+            "output_init_scale": self.output_init_scale,
             "extra": dict(self.extra),
         }
 
@@ -136,7 +142,7 @@ class SSLGridConfig:
                 f"(this probekit reads {FORMAT_VERSION})"
             )
         known = {"format", "format_version", "kind", "input_size", "hidden_size", "mlp_hidden"}
-        known |= {"identity_init", "extra"}
+        known |= {"identity_init", "output_init_scale", "extra"}
         unknown = sorted(set(obj) - known)
         if unknown:
             raise ValueError(f"unknown config field(s) {unknown}")
@@ -146,6 +152,7 @@ class SSLGridConfig:
             hidden_size=obj["hidden_size"],
             mlp_hidden=tuple(obj.get("mlp_hidden", (64, 64))),
             identity_init=float(obj.get("identity_init", 1.0)),
+            output_init_scale=float(obj.get("output_init_scale", 1.0)),
             extra=dict(obj.get("extra", {})),
         )
 
@@ -157,7 +164,8 @@ class HookedSSLGrid(HookedRNN):
         cfg: an :class:`SSLGridConfig` or its dict form.
         seed: seed of the initialisation: each linear layer's weight and bias
             ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (torch's default range) from one generator,
-            ``identity_init`` added to the diagonal entries of the last bias, ``g0 ~ U(0, 1)``.
+            the last layer's then multiplied by ``output_init_scale`` and ``identity_init`` added
+            to the diagonal entries of its bias; ``g0 ~ U(0, 1)``.
 
     Parameters: ``mlp.{0,2,...}.weight/bias`` (the MLP's linear layers) and ``g0 [N]``.
     """
@@ -203,7 +211,10 @@ class HookedSSLGrid(HookedRNN):
                     k = 1.0 / math.sqrt(layer.in_features)
                     for p in (layer.weight, layer.bias):
                         p.copy_(torch.empty(p.shape).uniform_(-k, k, generator=gen))
-            self.mlp[-1].bias.view(n, n).diagonal().add_(self.cfg.identity_init)
+            last = self.mlp[-1]
+            last.weight.mul_(self.cfg.output_init_scale)
+            last.bias.mul_(self.cfg.output_init_scale)
+            last.bias.view(n, n).diagonal().add_(self.cfg.identity_init)
             self.g0.copy_(torch.rand(n, generator=gen))
 
     # ------------------------------------------------------------------ files
@@ -344,7 +355,9 @@ class HookedSSLGrid(HookedRNN):
                 for point in self._step_points.values():
                     point.step = t
                 w = self.recurrent_weights(step) if table is None else table[step]
-                pre = self.hook_pre(torch.bmm(w, g.unsqueeze(-1)).squeeze(-1))
+                # vecdot, not bmm: a batched matrix-vector product is ~4x faster forward this
+                # way on the CPU, and as fast backward
+                pre = self.hook_pre(torch.linalg.vecdot(w, g.unsqueeze(-2)))
                 g = self.hook_hidden(normalise_relu(pre))
                 states.append(g)
         finally:

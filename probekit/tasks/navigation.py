@@ -26,6 +26,12 @@ data for that question, in the form used by Sorscher et al. (2019/2023) and Bani
   fresh trajectories, :func:`rollout_data` gives its inputs, initial states and per-item
   extras (positions, start, target), and :func:`cache_rollout` writes the rollout's hidden
   states to an activation store with those extras, so ``pk.grid`` can work from the store.
+- the self-supervised framework of Schaeffer et al. (NeurIPS 2023), no position target:
+  :func:`ssl_batch` (one velocity sequence and random permutations of it: same start and end,
+  many crossings), the losses :func:`ssl_separation_loss`, :func:`ssl_invariance_loss`,
+  :func:`ssl_capacity_loss`, :func:`ssl_conformal_loss` (all in :func:`ssl_losses`) and the
+  network :func:`ssl_grid_network` (:class:`probekit.models.ssl_grid.HookedSSLGrid`); the
+  rollout functions above run it too (``grid-ssl``).
 
 Example::
 
@@ -250,6 +256,7 @@ SSL_PERMUTATIONS = 130
 SSL_SIGMA_X = 0.05
 SSL_SIGMA_G = 0.4
 SSL_MIN_SPEED = 0.02
+SSL_ROLLOUT_PERMUTATIONS = 50
 SSL_WEIGHTS = {"separation": 1.0, "invariance": 0.1, "capacity": 0.5, "conformal": 1.0}
 
 
@@ -433,7 +440,11 @@ def ssl_losses(
 
 
 def ssl_grid_network(
-    hidden: int = 128, mlp_hidden: tuple[int, ...] = (64, 64), seed: int = 0, **task: Any
+    hidden: int = 128,
+    mlp_hidden: tuple[int, ...] = (64, 64),
+    seed: int = 0,
+    output_init_scale: float = 1.0,
+    **task: Any,
 ) -> Any:
     """An untrained :class:`~probekit.models.ssl_grid.HookedSSLGrid` with the task's settings in
     ``cfg.extra`` (``box``, ``seq_len``, ``max_speed``, ``bins``, overridable by ``task``)."""
@@ -448,7 +459,12 @@ def ssl_grid_network(
         "input": "velocity [vx, vy] (m per step), uniform per component",
     }
     extra.update(task)
-    cfg = SSLGridConfig(hidden_size=hidden, mlp_hidden=tuple(mlp_hidden), extra=extra)
+    cfg = SSLGridConfig(
+        hidden_size=hidden,
+        mlp_hidden=tuple(mlp_hidden),
+        output_init_scale=output_init_scale,
+        extra=extra,
+    )
     return HookedSSLGrid(cfg, seed=seed)
 
 
@@ -555,23 +571,19 @@ def rollout_data(
     :func:`cache_rollout` stores the hidden states these give, the extras beside them.
 
     For an ssl-grid network (:func:`ssl_grid_network`) the trajectories are those of its
-    training data, independent sequences of ``T`` velocities uniform per component in
-    ``+-max_speed`` (``cfg.extra``), all starting at the origin from the learned ``g_0``
-    (``h0``); the extras are ``positions`` and ``start`` (no target: there is no readout).
+    training data: sequences of ``T`` velocities uniform per component in ``+-max_speed``
+    (``cfg.extra``), each drawn with :data:`SSL_ROLLOUT_PERMUTATIONS` random orderings, all
+    starting at the origin from the learned ``g_0`` (``h0``); the extras are ``positions`` and
+    ``start`` (no target: there is no readout). The orderings let ``W(v)`` be computed once per
+    distinct velocity (``data["table"]``, ``data["order"]``; :func:`ssl_run`), which makes a
+    rollout ~50x cheaper; each trajectory on its own is still a uniform random sequence.
     """
     _check_navigation_model(model)
     check_positive_int("n_trajectories", n_trajectories)
     extra = model.cfg.extra
     if is_ssl_network(model):
         seq_len = int(extra.get("seq_len", SSL_STEPS)) if seq_len is None else seq_len
-        check_positive_int("seq_len", seq_len)
-        velocity = ssl_velocities(
-            n_trajectories, seq_len, max_speed=extra.get("max_speed", SSL_MAX_SPEED), seed=seed
-        )
-        start = torch.zeros(n_trajectories, 2)
-        positions = velocity.cumsum(dim=1)
-        h0 = model.initial_state(n_trajectories).detach().cpu()
-        return {"inputs": velocity, "h0": h0, "extras": {"positions": positions, "start": start}}
+        return _ssl_rollout_data(model, n_trajectories, seed, seq_len)
     box = tuple(extra.get("box", DEFAULT_BOX))
     seq_len = int(extra.get("seq_len", 20)) if seq_len is None else seq_len
     check_positive_int("seq_len", seq_len)
@@ -597,11 +609,72 @@ def rollout(
     readout, so no ``logits`` or ``target``.
     """
     data = rollout_data(model, n_trajectories, seed, seq_len)
+    if is_ssl_network(model):
+        return {"hidden": ssl_run(model, data)["hook_hidden"], **data["extras"]}
     with torch.no_grad():
         logits, cache = model.run_with_cache(data["inputs"], data["h0"], names_filter="hook_hidden")
-    out = {"hidden": cache["hook_hidden"], **data["extras"]}
-    if not is_ssl_network(model):
-        out["logits"] = logits
+    return {"hidden": cache["hook_hidden"], "logits": logits, **data["extras"]}
+
+
+def _ssl_rollout_data(
+    model: Any, n: int, seed: int | torch.Generator, seq_len: int
+) -> dict[str, Any]:
+    check_positive_int("seq_len", seq_len)
+    gen = as_generator(seed)
+    per = min(SSL_ROLLOUT_PERMUTATIONS, n)
+    groups = -(-n // per)
+    max_speed = model.cfg.extra.get("max_speed", SSL_MAX_SPEED)
+    table = ssl_velocities(groups, seq_len, max_speed=max_speed, seed=gen)  # [G, T, 2]
+    order = torch.rand(groups, per, seq_len, generator=gen).argsort(dim=-1)
+    order = (order + seq_len * torch.arange(groups)[:, None, None]).reshape(-1, seq_len)[:n]
+    table = table.reshape(-1, 2)
+    velocity = table[order]
+    h0 = model.initial_state(n).detach().cpu()
+    return {
+        "inputs": velocity,
+        "h0": h0,
+        "table": table,
+        "order": order,
+        "extras": {"positions": velocity.cumsum(dim=1), "start": torch.zeros(n, 2)},
+    }
+
+
+def ssl_run(
+    model: Any,
+    data: dict[str, Any],
+    names: list[str] | None = None,
+    rows: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, torch.Tensor]:
+    """Cached activations ``{name: [n, T, ...]}`` of an ssl-grid network on the trajectories
+    ``rows`` (default all) of :func:`rollout_data`, one velocity sequence's orderings at a time
+    (``W(v)`` once per distinct velocity); ``names`` default ``["hook_hidden"]``."""
+    names = ["hook_hidden"] if names is None else names
+    rows = torch.arange(len(data["order"])) if rows is None else rows
+    order, seq_len = data["order"][rows], data["order"].shape[1]
+    group = order[:, 0] // seq_len
+    device = model.device if device is None else device
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    with torch.inference_mode():
+        for g in group.unique_consecutive():
+            sel = (group == g).nonzero()[:, 0]
+            lo = int(g) * seq_len
+            table = data["table"][lo : lo + seq_len].to(device)
+            _, cache = model.run_with_cache(
+                table,
+                data["h0"][rows[sel]].to(device),
+                order=(order[sel] - lo).to(device),
+                names_filter=names,
+            )
+            for name in names:
+                parts[name].append((sel, cache[name]))
+    out = {}
+    for name in names:
+        first = parts[name][0][1]
+        full = first.new_empty((len(rows), *first.shape[1:]))
+        for sel, value in parts[name]:
+            full[sel.to(full.device)] = value
+        out[name] = full
     return out
 
 
@@ -642,6 +715,9 @@ def cache_rollout(
 
     def compute(index: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
         rows = index[:, 0]
+        if is_ssl_network(model):
+            acts = ssl_run(model, data, names, rows, device)
+            return {name: acts[name].cpu().to(dtype or acts[name].dtype) for name in names}
         with torch.inference_mode():
             _, acts = model.run_with_cache(
                 data["inputs"][rows].to(device), data["h0"][rows].to(device), names_filter=names
