@@ -270,7 +270,7 @@ def _train(weights: dict[str, float], steps: int = 25, seed: int = 0):
         opt.zero_grad()
         terms["total"].backward()
         opt.step()
-        history.append({k: float(v) for k, v in terms.items()})
+        history.append({k: float(v.detach()) for k, v in terms.items()})
     return history
 
 
@@ -346,3 +346,23 @@ def test_grid_command_json_for_the_shipped_grid_rnn(tmp_path):
     spacing = frame.loc[frame["module"] >= 0].groupby("module")["spacing"].mean().to_numpy()
     np.testing.assert_allclose(spacing, summary["spacings"], rtol=1e-9)
     assert summary["spacing_unit"] == "m"
+
+
+def test_train_device_option_is_refused_by_recipes_without_one(tmp_path, capsys):
+    argv = ["train", "grid-rnn", "--device", "cpu", "--out", str(tmp_path / "x")]
+    assert main(argv) == 2
+    assert "does not take --device" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_card_measurement_survives_a_single_grid_cell():
+    from probekit.train.grid_ssl import module_table_or_single
+
+    pop = pk.grid.synthetic_population(
+        modules=[(0.3, 10.0)], cells_per_module=1, n_place=3, n_band=2, n_random=2, seed=0
+    )
+    found = module_table_or_single(pop.ratemaps, extent=pop.extent)
+    assert found["summary"]["n_grid"] == 1 and found["summary"]["n_modules"] == 0
+    assert found["frame"]["is_grid"].tolist() == [True] + [False] * 7
+    two = module_table_or_single(pop.ratemaps[[0, 0, 0, 1]], extent=pop.extent)
+    assert two["summary"]["n_grid"] == 3 and two["summary"]["n_modules"] == 1

@@ -165,8 +165,32 @@ def evaluate_grid_ssl(
     null = grid.shuffle_null(
         hidden, pos, bins=n_bins, extent=extent, n_shuffles=n_shuffles, seed=shuffle_seed
     )
-    found = grid.module_table(maps, extent=extent, null_scores=null, unit="m")
+    found = module_table_or_single(maps, extent=extent, null_scores=null, unit="m")
     return {"metrics": module_metrics(found, maps), "modules": found}
+
+
+def module_table_or_single(maps: np.ndarray, **options: Any) -> dict[str, Any]:
+    """:func:`probekit.stats.grid.module_table`, also when exactly one unit is a grid cell.
+
+    ``module_table`` fits a Gaussian mixture to the grid cells, which needs two; with one it
+    raises. One cell is no module (a module needs ``min_units`` >= 3), so the table is made with
+    no unit regular (no clustering) and the one cell marked as a grid cell again.
+    """
+    from probekit.stats import grid
+
+    try:
+        return grid.module_table(maps, **options)
+    except ValueError as err:
+        if "minimum of 2 is required" not in str(err):
+            raise
+    found = grid.module_table(maps, **(options | {"max_orientation_sd": -1.0}))
+    f = found["frame"]
+    f["regular"] = (
+        (f["n_peaks"] == 6) & (f["spacing_sd"] <= 0.1 * f["spacing"]) & (f["orientation_sd"] <= 6.0)
+    )
+    f["is_grid"] = f["score_pass"] & f["regular"]
+    found["summary"]["n_grid"] = int(f["is_grid"].sum())
+    return found
 
 
 def module_metrics(found: dict[str, Any], maps: np.ndarray) -> dict[str, Any]:
