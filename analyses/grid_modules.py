@@ -210,7 +210,7 @@ def _describe(name: str, s: dict[str, Any]) -> str:
 
 def analyse(quick: bool = False, seed: int = 0) -> tuple[pk.report.Result, list[Any]]:
     # --quick: fewer walks and no 2x arena (its 4x longer walks cost most of the study)
-    n_traj = 300 if quick else 800
+    n_traj = 300 if quick else 600
     shuffles = 1
     ssl = pk.load(SSL_CHECKPOINT, device="cpu")
     rnn = pk.load(CHECKPOINT, device="cpu")
