@@ -35,17 +35,20 @@ ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("cog-rnn-bimt", "cog-rnn-l1", "cog-rnn-plain")
 #: mean accuracies within this of each other count as comparable performance
 COMPARABLE = 0.05
+#: columns of the unit grid the checkpoints were placed on (CogRNNRecipe.grid_columns)
+GRID_COLUMNS = 16
 
 
 def _model_row(
     name: str, quick: bool, cache_dir: Path | None = None
 ) -> tuple[dict[str, Any], list[Any]]:
     model = pk.load(ROOT / "checkpoints" / name)
+    dt = cognitive.model_dt(model)
     n_trials = 16 if quick else 32
     acc = evaluate(model, n_trials=16 if quick else 64, seed=777)
     # The task-variance trials are cached once (hidden states, task ids and counted steps as
-    # extras); task variance is read from the store.
-    data = cognitive.variance_data(n_trials=n_trials, seed=0)
+    # extras), at the model's own time step; task variance is read from the store.
+    data = cognitive.variance_data(n_trials=n_trials, seed=0, dt=dt)
     store = pk.cache(
         model,
         data["inputs"],
@@ -53,7 +56,7 @@ def _model_row(
         out=None if cache_dir is None else cache_dir / name,
         extras=data["extras"],
         dtype=None,
-        batch_size=128,
+        batch_size=256,
         progress=False,
     )
     tv = pk.modularity.task_variance(store)
@@ -62,12 +65,12 @@ def _model_row(
         k_range=range(2, 13) if quick else range(2, 30),
         n_init=5 if quick else 20,
         seed=0,
-        embeddings=() if quick else ("tsne", "umap"),
+        embeddings=() if quick else ("tsne",),
     )
     positions = getattr(model, "positions", None)
     placed = positions is not None
     if positions is None:
-        positions = pk.modularity.grid_positions(model.hidden_size, 16)
+        positions = pk.modularity.grid_positions(model.hidden_size, GRID_COLUMNS)
     anat = pk.modularity.anatomical(
         model.W_rec, clusters.labels, positions=positions, n_null=100, seed=0
     )
@@ -81,22 +84,28 @@ def _model_row(
     ):
         result.title = f"{name}: {what}"
     s = anat.summary
+    w = model.W_rec.detach()
     row = {
         "model": name,
         "mean_accuracy": float(np.mean(list(acc.values()))),
+        "min_accuracy": float(min(acc.values())),
         "tasks_at_80": int(sum(v >= 0.8 for v in acc.values())),
         "active_units": clusters.summary["n_active"],
         "k": clusters.k,
         "silhouette": clusters.silhouette,
         "Q": s["Q"],
+        "Q_null_mean": s["Q_null_mean"],
         "Q_z": s["Q_z"],
         "Q_p": s["Q_p"],
         "within_fraction": s["within_fraction"],
         "within_fraction_z": s["within_fraction_z"],
-        "locality": s["locality"],
+        "locality_within": s["locality"],
+        "locality_across": s["locality_across"],
         "locality_z": s["locality_z"],
-        "wiring_length": float(pk.modularity.wiring_length(model.W_rec, positions)),
+        "wiring_length": float(pk.modularity.wiring_length(w, positions)),
         "positions": "BIMT map" if placed else "grid, unit order",
+        "sum_abs_w": float(w.abs().sum()),
+        "top10_fraction": float(pk.modularity.top_fraction(w, 0.1)),
         "lesion_max_drop": lesions.summary["max_drop"],
         "lesion_specificity": lesions.summary["mean_specificity"],
     }
@@ -114,26 +123,30 @@ def _verdict(frame: pd.DataFrame) -> tuple[str, dict[str, Any]]:
     comparable = gap <= COMPARABLE
     higher = {
         "Q": bool((b["Q"] > others["Q"]).all()),
-        "within_fraction": bool((b["within_fraction"] > others["within_fraction"]).all()),
-        "locality": bool((b["locality"] < others["locality"]).all()),
+        "wiring_length": bool((b["wiring_length"] < others["wiring_length"]).all()),
+        "locality": bool((b["locality_z"] > others["locality_z"]).all()),
     }
-    n_higher = sum(higher.values())
+    numbers = "; ".join(
+        f"{m.removeprefix('cog-rnn-')}: Q {r['Q']:.3f} (z {r['Q_z']:.1f}), wiring "
+        f"{r['wiring_length']:.3f}, accuracy {r['mean_accuracy']:.3f}"
+        for m, r in rows.iterrows()
+    )
     perf = (
         f"comparable performance (mean accuracies within {gap:.3f})"
         if comparable
         else f"NOT comparable performance (mean accuracies differ by up to {gap:.3f})"
     )
-    if n_higher == 3:
-        what = "BIMT gave higher anatomical modularity than both baselines on all three measures"
-    elif n_higher == 0:
-        what = "BIMT did NOT give higher anatomical modularity on any measure"
+    if higher["Q"] and higher["wiring_length"]:
+        what = "BIMT gave higher Q and shorter wiring than both L1 and no regulariser"
+    elif not higher["Q"] and not higher["wiring_length"]:
+        what = "BIMT did NOT give higher Q or shorter wiring than both baselines"
     else:
-        better = ", ".join(k for k, v in higher.items() if v)
-        what = f"BIMT gave higher anatomical modularity only on: {better}"
-    text = f"{what}, at {perf}."
+        better = "higher Q" if higher["Q"] else "shorter wiring"
+        what = f"BIMT gave {better} than both baselines, but not both measures"
+    text = f"{what}, at {perf} ({numbers})."
     return text, {
         "bimt_higher_Q": higher["Q"],
-        "bimt_higher_within_fraction": higher["within_fraction"],
+        "bimt_shorter_wiring": higher["wiring_length"],
         "bimt_more_local": higher["locality"],
         "accuracy_gap": gap,
         "comparable_performance": comparable,
@@ -151,13 +164,32 @@ def analyse(quick: bool = False, cache_dir: Path | None = None) -> list[Any]:
     frame = pd.DataFrame(rows)
     verdict, flags = _verdict(frame)
     fig = go.Figure()
-    for metric in ("Q_z", "within_fraction_z", "locality_z"):
-        fig.add_trace(go.Bar(x=frame["model"], y=frame[metric], name=metric))
+    for metric, label in (
+        ("Q_z", "Newman Q"),
+        ("within_fraction_z", "within-cluster weight"),
+        ("locality_z", "locality"),
+    ):
+        fig.add_trace(go.Bar(x=frame["model"], y=frame[metric], name=label))
     fig.update_layout(
         title="Anatomical modularity of the functional clusters, z-score against label shuffles",
         barmode="group",
         xaxis_title="network",
         yaxis_title="z-score against label shuffles (standard deviations)",
+        legend_title_text="measure",
+    )
+    side = go.Figure()
+    for metric, label in (
+        ("Q", "Newman Q of |W_rec| (unitless)"),
+        ("wiring_length", "wiring length sum|w|d / sum|w| (grid units)"),
+        ("top10_fraction", "share of sum|w| in the top 10% of connections (fraction)"),
+        ("mean_accuracy", "mean task accuracy (fraction of trials)"),
+    ):
+        side.add_trace(go.Bar(x=frame["model"], y=frame[metric], name=label))
+    side.update_layout(
+        title="Q, wiring length, sparsity and performance side by side",
+        barmode="group",
+        xaxis_title="network",
+        yaxis_title="value (see legend for each measure's unit)",
         legend_title_text="measure",
     )
     acc_cols = [c for c in frame.columns if c.startswith("acc_")]
@@ -177,25 +209,38 @@ def analyse(quick: bool = False, cache_dir: Path | None = None) -> list[Any]:
     for row in rows:
         m = row["model"].removeprefix("cog-rnn-")
         summary |= {
-            f"{m}_mean_accuracy": row["mean_accuracy"],
-            f"{m}_k": row["k"],
-            f"{m}_Q": row["Q"],
-            f"{m}_within_fraction": row["within_fraction"],
-            f"{m}_locality": row["locality"],
+            f"{m}_{key}": row[key]
+            for key in (
+                "mean_accuracy",
+                "k",
+                "silhouette",
+                "Q",
+                "Q_z",
+                "Q_p",
+                "within_fraction",
+                "locality_within",
+                "locality_across",
+                "wiring_length",
+                "top10_fraction",
+                "sum_abs_w",
+            )
         }
+    n_acc = 16 if quick else 64
     description = (
-        f"{verdict} Accuracy from 64 fresh trials per task (16 in quick mode; the cards use 256). Q, within fraction "
-        "and locality are measured on each model's own functional clusters; z-scores compare "
-        "with 100 shuffles of those labels (positive = more modular than chance; for locality, "
-        "positive = units of a cluster closer together than chance). BIMT's positions are its "
-        "learned map; the other models never had positions, so their grid-in-unit-order "
-        "locality is a control that should sit at chance."
+        f"{verdict} Accuracy from {n_acc} fresh trials per task (the cards use 256). Q, within "
+        "fraction and locality are measured on each model's own functional clusters; z-scores "
+        "compare with 100 shuffles of those labels (positive = more modular than chance; for "
+        "locality, positive = units of a cluster closer together than chance). Wiring length "
+        "and locality use BIMT's learned position map for BIMT and the same grid in unit order "
+        "for the other two (they were never placed, so their locality is a control that should "
+        "sit at chance). Sparsity: sum |W_rec| and the share of it in the top 10% of "
+        "connections (the L1 network's strength was set for a sparsity comparable to BIMT's)."
     )
     comparison = pk.report.Result(
         title="BIMT vs L1 vs no regulariser: functional and anatomical modularity",
         frame=frame,
         summary=summary,
-        figs=[fig, acc_fig],
+        figs=[side, fig, acc_fig],
         description=description,
     )
     return [comparison, *sections]
@@ -206,7 +251,7 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     results = analyse(quick=quick, cache_dir=out / "_cache" / "rnn_modularity")
     page = pk.report.write(results, out / "rnn_modularity.html", title=results[0].title)
     s = results[0].summary
-    flags = [s.get("bimt_higher_Q"), s.get("bimt_higher_within_fraction"), s.get("bimt_more_local")]
+    flags = [s.get("bimt_higher_Q"), s.get("bimt_shorter_wiring")]
     if all(flags) and s.get("comparable_performance"):
         label = "reproduced"
     elif any(flags):
