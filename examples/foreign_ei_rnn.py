@@ -26,6 +26,8 @@ from safetensors.torch import save_file
 import probekit as pk
 from probekit.tasks import cognitive
 
+torch.set_num_threads(1)  # small per-step matrix products: more threads only spin
+
 # 1. The foreign network: 80/20 E/I, sparse non-negative blocks, 53 cognitive-task inputs onto
 #    the excitatory units, a 17-unit readout from them; dt 100 ms, tau 200 ms, ReLU rates.
 rng = np.random.default_rng(0)
