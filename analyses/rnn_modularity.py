@@ -192,19 +192,21 @@ def analyse(quick: bool = False, cache_dir: Path | None = None) -> list[Any]:
         yaxis_title="z-score against label shuffles (standard deviations)",
         legend_title_text="measure",
     )
-    side = go.Figure()
-    for metric, label in (
+    from plotly.subplots import make_subplots
+
+    panels = (
         ("Q", "Newman Q of |W_rec| (unitless)"),
-        ("wiring_length", "wiring length sum|w|d / sum|w| (grid units)"),
-        ("top10_fraction", "share of sum|w| in the top 10% of connections (fraction)"),
-        ("mean_accuracy", "mean task accuracy (fraction of trials)"),
-    ):
-        side.add_trace(go.Bar(x=frame["model"], y=frame[metric], name=label))
+        ("wiring_length", "wiring length (grid units)"),
+        ("top10_fraction", "share of sum|w| in top 10% (fraction)"),
+        ("mean_accuracy", "mean task accuracy (fraction)"),
+    )
+    side = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
+    for i, (metric, label) in enumerate(panels, start=1):
+        side.add_trace(go.Bar(x=frame["model"], y=frame[metric], name=label), row=1, col=i)
+        side.update_yaxes(title_text=label, row=1, col=i)
+        side.update_xaxes(title_text="network", row=1, col=i)
     side.update_layout(
         title="Q, wiring length, sparsity and performance side by side",
-        barmode="group",
-        xaxis_title="network",
-        yaxis_title="value (see legend for each measure's unit)",
         legend_title_text="measure",
     )
     acc_cols = [c for c in frame.columns if c.startswith("acc_")]
