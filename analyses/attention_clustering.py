@@ -44,7 +44,7 @@ def vmf_view(quick: bool, seed: int = 0) -> tuple[Any, str]:
     """Part 1: the vMF rewrite of cyclic-lm's heads on held-in progressions."""
     model = pk.load(LM, device="cpu")
     gen = torch.Generator().manual_seed(seed)
-    n = 6 if quick else 12
+    n = 3 if quick else 12
     starts = torch.randint(0, cyclic.DEFAULT_P, (n,), generator=gen)
     steps = torch.randint(1, cyclic.DEFAULT_MAX_STEP + 1, (n,), generator=gen)
     tokens = cyclic.progressions(
@@ -66,7 +66,7 @@ def vmf_view(quick: bool, seed: int = 0) -> tuple[Any, str]:
 
 def capacity(quick: bool) -> tuple[Any, str]:
     """Part 2: the KDE capacity curve."""
-    dims = [8, 16, 24] if quick else [8, 16, 24, 32, 40]
+    dims = [8, 16] if quick else [8, 16, 24, 32, 40]
     result = pk.memory.capacity_sweep(dims, beta_per_dim=1.0, k_max=4096, trials=3)
     f = result.frame
     ok = f[~f["saturated"]]
@@ -103,7 +103,7 @@ def _heatmap(values: np.ndarray, points: int, box: float, name: str) -> go.Heatm
 def icl_energy(quick: bool, seed: int = 0) -> tuple[Any, str]:
     """Part 3: the ICL energy checkpoint measured on held-out contexts."""
     model = icl.load(ENERGY)
-    n_ctx, grid_points = (3, 70) if quick else (6, 90)
+    n_ctx, grid_points = (2, 40) if quick else (6, 90)
     held_out = icl.sample_contexts(n_ctx, icl.DEFAULT_LENGTH, seed=777)
     rows = icl.evaluate_grid(model, held_out, LENGTHS, grid_points=grid_points, seed=seed)
     frame = pd.DataFrame(rows)
@@ -196,8 +196,8 @@ def icl_energy(quick: bool, seed: int = 0) -> tuple[Any, str]:
 
     # Langevin samples from the learned energy at the longest context vs the true mixture:
     # from uniform starts (the plain sampler) and from starts near the context points
-    count = 200 if quick else 400
-    steps = 120 if quick else 200
+    count = 60 if quick else 400
+    steps = 40 if quick else 200
     means = held_out.means[0]
     gen = torch.Generator().manual_seed(seed)
     true_draw = means[torch.randint(0, 3, (count,), generator=gen)]

@@ -163,6 +163,38 @@ def _format_comparison(
     )
 
 
+BOOTSTRAP = 2000
+
+
+def bootstrap_drops(
+    scores: torch.Tensor, half: int, draws: int = BOOTSTRAP, seed: int = 0
+) -> dict[str, Any]:
+    """Bootstrap over inputs of a layer sweep's per-input scores ``[layers + 1, n]`` (clean
+    row first): each layer's drop (clean - ablated, mean over the inputs) with a 95% interval,
+    and the latter-half mean drop minus the early-half one with its interval. The same
+    resampled inputs serve every layer, so the difference keeps their pairing."""
+    s = scores.double()
+    drop = s[0] - s[1:]  # [layers, n] per-input drops
+    n = drop.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (draws, n), generator=g)
+    boot = drop[:, idx].mean(-1)  # [layers, draws]
+    diff = boot[half:].mean(0) - boot[:half].mean(0)
+    lo, hi = torch.quantile(boot, torch.tensor([0.025, 0.975], dtype=torch.float64), dim=1)
+    point = drop.mean(1)
+    d_point = float(point[half:].mean() - point[:half].mean())
+    d_lo, d_hi = torch.quantile(diff, torch.tensor([0.025, 0.975], dtype=torch.float64))
+    return {
+        "drop": point.tolist(),
+        "lo": lo.tolist(),
+        "hi": hi.tolist(),
+        "latter_minus_early": d_point,
+        "latter_minus_early_ci": (float(d_lo), float(d_hi)),
+        "draws": draws,
+        "n": n,
+    }
+
+
 def _halves(frame: pd.DataFrame, half: int) -> pd.DataFrame:
     frame = frame.copy()
     frame["half"] = ["early" if layer < half else "latter" for layer in frame["layer"]]
@@ -172,7 +204,7 @@ def _halves(frame: pd.DataFrame, half: int) -> pd.DataFrame:
 def analyse(quick: bool = False) -> list[Any]:
     model = pk.load(CHECKPOINT)
     task, splits, metrics = _load_task()
-    n = 64 if quick else 256
+    n = 32 if quick else 256
     g = torch.Generator().manual_seed(11)  # fresh inputs, not the card's evaluation draw
     sets, drawn = {}, {}
     for name in ("heldout", "out_of_order", "train"):
@@ -225,11 +257,13 @@ def analyse(quick: bool = False) -> list[Any]:
             ("out_of_order", "attn", "mean"),
         ]
     )
+    boots = {}
     for comps, component, method in plan:
         r = token_sweep(sets[comps], level="layer", component=component, method=method)
         r.title = f"{method}-ablating each {component} layer ({comps} compositions)"
         layer_results[(comps, component, method)] = r
-        for row in r.frame.itertuples():
+        boots[(comps, component, method)] = boot = bootstrap_drops(r.scores, half)
+        for row, lo, hi in zip(r.frame.itertuples(), boot["lo"], boot["hi"], strict=True):
             rows.append(
                 {
                     "compositions": comps,
@@ -239,6 +273,8 @@ def analyse(quick: bool = False) -> list[Any]:
                     "metric": metric_name,
                     "score": row.score,
                     "drop": -row.delta,
+                    "drop_ci_low": lo,
+                    "drop_ci_high": hi,
                 }
             )
     frame = _halves(pd.DataFrame(rows), half)
@@ -247,7 +283,7 @@ def analyse(quick: bool = False) -> list[Any]:
 
     # generation mode (greedy decoding with each attention layer zeroed at every step) scored by
     # exact match must agree with the teacher-forced exact match of the same ablations
-    check = held[: 16 if quick else 48]
+    check = held[: 8 if quick else 16]
     generated = pk.ablation.sweep(
         model, check, "accuracy", level="layer", prompt_len=task.prompt_len
     )
@@ -264,7 +300,7 @@ def analyse(quick: bool = False) -> list[Any]:
         names += [f"blocks.{i}.hook_resid_mid" for i in range(n_layers)]
     names = sorted(names, key=lambda s: (int(s.split(".")[1]), "post" in s))
     names = ["blocks.0.hook_resid_pre"] + names
-    probe_tokens = sets["heldout"][: 100 if quick else 256]
+    probe_tokens = sets["heldout"][: 48 if quick else 256]
     store = pk.cache(model, probe_tokens, names, dtype=torch.float32, progress=False)
     labels = task.labels(probe_tokens)
     writing = labels["step"] >= 0
@@ -273,8 +309,8 @@ def analyse(quick: bool = False) -> list[Any]:
     probes = pk.probes.linear(
         store,
         {"next output token": written, "task token of this step": task_token},
-        max_train=800 if quick else 2000,
-        max_iter=100 if quick else 300,
+        max_train=400 if quick else 2000,
+        max_iter=50 if quick else 300,
         seed=0,
     )
     probes.title = "Linear probes per layer (residual stream after attention / after MLP)"
@@ -284,7 +320,13 @@ def analyse(quick: bool = False) -> list[Any]:
 
     drop_zero = halves.loc["zero"]
     drop_mean = halves.loc["mean"]
-    latter_more = bool(drop_zero["latter"] > drop_zero["early"])
+    # the claim, tested on mean ablation (the activation replaced by its mean over inputs, so
+    # the layer carries no input-specific information): latter-half layers matter more when
+    # the latter-minus-early difference's bootstrap interval lies above 0
+    mean_boot = boots[("heldout", "attn", "mean")]
+    zero_boot = boots[("heldout", "attn", "zero")]
+    diff_lo, diff_hi = mean_boot["latter_minus_early_ci"]
+    latter_more = diff_lo > 0
     worst_attn = attn.query("method == 'zero'").sort_values("drop").iloc[-1]
     best_task = probes.summary["best"]["task token of this step"]
     best_next = probes.summary["best"]["next output token"]
@@ -305,6 +347,11 @@ def analyse(quick: bool = False) -> list[Any]:
         "mean_drop_mean_attn_early": float(drop_mean["early"]),
         "mean_drop_mean_attn_latter": float(drop_mean["latter"]),
         "latter_half_more_critical": latter_more,
+        "mean_attn_latter_minus_early": mean_boot["latter_minus_early"],
+        "mean_attn_latter_minus_early_ci95": [diff_lo, diff_hi],
+        "zero_attn_latter_minus_early": zero_boot["latter_minus_early"],
+        "zero_attn_latter_minus_early_ci95": list(zero_boot["latter_minus_early_ci"]),
+        "bootstrap": f"{BOOTSTRAP} resamples of the {mean_boot['n']} held-out inputs",
         "most_critical_attn_layer": int(worst_attn["layer"]),
         "generation_mode_agrees_with_teacher_forced": generation_agrees,
         "most_critical_head": heads.summary["most_damaging"],
@@ -318,11 +365,17 @@ def analyse(quick: bool = False) -> list[Any]:
             "place for an ablation to have much to remove"
         )
     elif latter_more:
-        verdict = "shows the source's pattern: ablating attention in the latter half hurts more"
+        verdict = (
+            "shows the source's pattern: mean-ablating attention in the latter half hurts more "
+            f"(latter - early mean drop {mean_boot['latter_minus_early']:+.3f}, 95% bootstrap "
+            f"interval {diff_lo:+.3f}..{diff_hi:+.3f})"
+        )
     else:
         verdict = (
-            "does NOT show the source's pattern: ablating attention in the early half "
-            "hurts as much or more than in the latter half"
+            "does NOT show the source's pattern: mean-ablating a latter-half attention layer "
+            "does not hurt more than an early one beyond the bootstrap interval (latter - early "
+            f"mean drop {mean_boot['latter_minus_early']:+.3f}, 95% interval "
+            f"{diff_lo:+.3f}..{diff_hi:+.3f})"
         )
     if use_exact:
         opening = (
@@ -368,12 +421,25 @@ def analyse(quick: bool = False) -> list[Any]:
     if formats is not None:
         summary.update({k: v for k, v in formats.summary.items() if k != "finding"})
     fig = go.Figure(layout={"height": 420, "barmode": "group"})
-    for (comps, component, method), r in layer_results.items():
+    for key, r in layer_results.items():
+        comps, component, method = key
+        boot = boots[key]
+        drop = torch.tensor(boot["drop"])
         fig.add_trace(
-            go.Bar(x=r.frame["layer"], y=-r.frame["delta"], name=f"{comps}: {component}, {method}")
+            go.Bar(
+                x=r.frame["layer"],
+                y=drop,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": (torch.tensor(boot["hi"]) - drop).tolist(),
+                    "arrayminus": (drop - torch.tensor(boot["lo"])).tolist(),
+                },
+                name=f"{comps}: {component}, {method}",
+            )
         )
     fig.update_layout(
-        title=f"drop in {metric_name} when one layer is ablated",
+        title=f"drop in {metric_name} when one layer is ablated (95% bootstrap intervals)",
         xaxis_title="layer",
         yaxis_title=f"drop in {metric_name}",
     )
@@ -389,7 +455,8 @@ def analyse(quick: bool = False) -> list[Any]:
         summary={"early_layers": f"0-{half - 1}", "latter_layers": f"{half}-{n_layers - 1}"},
         title=f"{metric_name.capitalize()} with each layer ablated (table)",
         description="One row per (compositions, component, method, layer); drop = clean - "
-        f"ablated {metric_name} (teacher-forced).",
+        f"ablated {metric_name} (teacher-forced), with a 95% interval from {BOOTSTRAP} "
+        "bootstrap resamples of the inputs.",
     )
     return [result, layer_table, heads, probes] + ([formats] if formats is not None else [])
 
@@ -406,10 +473,12 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
         f"{s['mean_drop_zero_attn_early']:.3f} (early half) vs "
         f"{s['mean_drop_zero_attn_latter']:.3f} (latter half)"
     )
-    latter, early = s["mean_drop_zero_attn_latter"], s["mean_drop_zero_attn_early"]
-    verdict = ("reproduced" if latter > early else "not") + (
-        f": ablating one latter-half attention layer lowers {s['sweep_metric']} by {latter:.3f} "
-        f"on average vs {early:.3f} for a first-half layer (source: the latter half is critical)"
+    latter, early = s["mean_drop_mean_attn_latter"], s["mean_drop_mean_attn_early"]
+    lo, hi = s["mean_attn_latter_minus_early_ci95"]
+    verdict = ("reproduced" if s["latter_half_more_critical"] else "not") + (
+        f": mean-ablating one latter-half attention layer lowers {s['sweep_metric']} by "
+        f"{latter:.3f} on average vs {early:.3f} for a first-half layer (difference 95% "
+        f"bootstrap interval {lo:+.3f}..{hi:+.3f}; source: the latter half is critical)"
     )
     return {
         "title": results[0].title,

@@ -143,22 +143,24 @@ def analyse(quick: bool = False, cache_dir: Path | None = None) -> pk.report.Res
     frame = pd.DataFrame(rows)
     last = names[-1]
     x_last = store[last][:, keep].reshape(-1, store.shapes[last][-1]).numpy()
-    sample = rng.choice(len(x_last), size=min(len(x_last), 2000 if quick else 3000), replace=False)
-    import umap
+    sample = rng.choice(len(x_last), size=min(len(x_last), 3000), replace=False)
+    if not quick:  # UMAP's first call compiles its kernels (tens of seconds): not in a smoke run
+        import umap
 
-    embedding = umap.UMAP(n_neighbors=30, min_dist=0.2, random_state=0).fit_transform(
-        x_last[sample]
-    )
-    figs.append(
-        _scatter(
-            embedding, value[sample], f"{last}: UMAP, coloured by x_t", "x_t", ["UMAP 1", "UMAP 2"]
+        embedding = umap.UMAP(n_neighbors=30, min_dist=0.2, random_state=0).fit_transform(
+            x_last[sample]
         )
-    )
-    figs.append(
-        _scatter(
-            embedding, step[sample], f"{last}: UMAP, coloured by step k", "k", ["UMAP 1", "UMAP 2"]
-        )
-    )
+        for colour, label in ((value, "x_t"), (step, "k")):
+            what = "the current value x_t" if label == "x_t" else "the step k"
+            figs.append(
+                _scatter(
+                    embedding,
+                    colour[sample],
+                    f"{last}: UMAP, coloured by {what}",
+                    label,
+                    ["UMAP 1", "UMAP 2"],
+                )
+            )
     figs.append(
         go.Figure(
             [

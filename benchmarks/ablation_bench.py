@@ -105,6 +105,63 @@ def _block_rows(bridge, run) -> int:
     return count[0]
 
 
+def _random_deep_model():
+    """A 12-layer GPT-2 with random weights (8 heads, d_model 128, 32 positions)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    import probekit as pk
+
+    cfg = GPT2Config(n_layer=12, n_embd=128, n_head=8, n_positions=32, vocab_size=512)
+    torch.manual_seed(0)
+    return pk.load(GPT2LMHeadModel(cfg).eval(), device="cpu"), "random 12-layer GPT-2"
+
+
+def attribution(args: argparse.Namespace) -> None:
+    """Attribution estimates (one forward + one backward) against the exact sweep (prefix
+    shared), at 64 inputs: speed and the rank correlation of the estimated deltas with the
+    exact ones, for the loss metric, zero and mean ablation."""
+    from scipy.stats import spearmanr
+
+    import probekit as pk
+
+    for bridge, what in (_model(), _random_deep_model()):
+        tokens = _inputs(bridge, what, args.attribution_n)
+        print(
+            f"attribution vs exact: {what}, {bridge.cfg.n_layers} x {bridge.cfg.n_heads} heads, "
+            f"{len(tokens)} inputs x {tokens.shape[1]} tokens, metric loss"
+        )
+        for method in ("zero", "mean"):
+            runs = {
+                est: partial(
+                    pk.ablation.sweep,
+                    bridge,
+                    tokens,
+                    "loss",
+                    method=method,
+                    estimate=est,
+                    batch_size=args.batch_size,
+                )
+                for est in ("exact", "attribution")
+            }
+            runs["attribution"]()  # warm-up (first backward allocates)
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            out = {}
+            for _ in range(args.repeats):
+                for name, run in runs.items():
+                    t = time.perf_counter()
+                    out[name] = run()
+                    times[name].append(time.perf_counter() - t)
+            best = {name: min(t) for name, t in times.items()}
+            exact, est = out["exact"].frame["delta"], out["attribution"].frame["delta"]
+            rho = spearmanr(exact, est)[0]
+            top = set(exact.nlargest(5).index) & set(est.nlargest(5).index)
+            print(
+                f"  {method:>4}: exact {best['exact']:7.3f} s | attribution "
+                f"{best['attribution']:6.3f} s ({best['exact'] / best['attribution']:5.1f}x) | "
+                f"Spearman rho {rho:+.3f} | top-5 overlap {len(top)}/5 (best of {args.repeats})"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -113,8 +170,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="rows per batched forward")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--attribution",
+        action="store_true",
+        help="run only the attribution-vs-exact comparison (issue: fast sweeps)",
+    )
+    parser.add_argument("--attribution-n", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.attribution:
+        attribution(args)
+        print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        return
 
     import probekit as pk
 

@@ -54,12 +54,13 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import plotly.graph_objects as go
 
-__all__ = ["AblationResult", "sweep", "LEVELS", "COMPONENTS", "METHODS", "METRICS"]
+__all__ = ["AblationResult", "sweep", "LEVELS", "COMPONENTS", "METHODS", "METRICS", "ESTIMATES"]
 
 LEVELS = ("layer", "head")
 COMPONENTS = ("attn", "mlp")
 METHODS = ("zero", "mean", "resample")
-METRICS = ("loss", "accuracy")
+METRICS = ("loss", "accuracy", "logprob")
+ESTIMATES = ("exact", "attribution")
 
 # Prefix sharing: merge layers into one forward until it holds this many rows (a forward call
 # has a fixed cost, worth about this many rows of a small model's layers on a CPU), and keep at
@@ -180,10 +181,12 @@ def _teacher_forced_scores(
     pred, target = logits[:, :-1].float(), tokens[:, 1:]
     mask = torch.ones_like(target, dtype=torch.bool) if positions is None else positions
     mask = mask.expand_as(target).float()
-    if metric == "loss":
+    if metric in ("loss", "logprob"):
         per_token = torch.nn.functional.cross_entropy(
             pred.reshape(-1, pred.shape[-1]), target.reshape(-1), reduction="none"
         ).reshape(target.shape)
+        if metric == "logprob":
+            per_token = -per_token
     else:
         per_token = (pred.argmax(-1) == target).float()
     return (per_token * mask).sum(1) / mask.sum(1)
@@ -195,6 +198,113 @@ def _generation_scores(
     if callable(metric):
         return metric(generated, tokens)
     return (generated[:, prompt_len:] == tokens[:, prompt_len:]).all(1).float()
+
+
+def _smooth_scores(
+    metric: Metric, logits: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor | None
+) -> torch.Tensor:
+    """The metric, differentiably, for attribution: ``"loss"`` and ``"logprob"`` as in
+    :func:`_teacher_forced_scores`, a callable as given (it must be differentiable)."""
+    if callable(metric):
+        return metric(logits, tokens)
+    pred, target = logits[:, :-1].float(), tokens[:, 1:]
+    mask = torch.ones_like(target, dtype=torch.bool) if positions is None else positions
+    mask = mask.expand_as(target).float()
+    logp = pred.log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    per_token = -logp if metric == "loss" else logp
+    return (per_token * mask).sum(1) / mask.sum(1)
+
+
+def _attribution_scores(
+    model: Any,
+    inputs: torch.Tensor,
+    variants: list[_Variant],
+    metric: Metric,
+    positions: torch.Tensor | None,
+    method: str,
+    ref_acts: dict[str, torch.Tensor],
+    src: torch.Tensor | None,
+    batch_size: int,
+    progress: bool,
+) -> torch.Tensor:
+    """First-order estimates of every variant's scores ``[n_variants + 1, n]`` (clean first)
+    from one clean forward and one backward pass per chunk of inputs (attribution patching):
+
+        delta_v(x) ~= sum over positions and the ablated slice of (a_abl - a) * d m(x) / d a
+
+    at the variant's hook point, ``m`` the differentiable stand-in of the metric
+    (:func:`_smooth_scores`), ``a`` the clean activation and ``a_abl`` its replacement (0, the
+    reference mean at that position, or the resampled input's activation). Row 0 holds the
+    clean scores under the metric itself."""
+    from probekit.progress import bar as progress_bar
+
+    hooks = sorted({v.hook for v in variants})
+    n = len(inputs)
+    contrib: dict[str, torch.Tensor] = {}  # hook -> [n, *trailing], summed over positions
+    clean = torch.empty(n)
+    device = inputs.device
+    for rows in progress_bar(torch.arange(n).split(batch_size), desc="attribute", enabled=progress):
+        captured: dict[tuple[str, int | None], torch.Tensor] = {}
+        # adding a zero that requires grad puts every hooked activation on the autograd graph
+        # without asking for the weights' gradients
+        leaf = torch.zeros((), device=device, requires_grad=True)
+
+        def capturer(
+            name: str, leaf: torch.Tensor, captured: dict[tuple[str, int | None], torch.Tensor]
+        ) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+            # keyed by the requested name: a bridge calls hooks with their canonical name
+            def capture(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                act = act + leaf.to(act.dtype)
+                captured[(name, getattr(hook, "step", None))] = act
+                return act
+
+            return capture
+
+        batch = inputs[rows.to(device)]
+        rows_positions = positions
+        if positions is not None and positions.ndim == 2:
+            rows_positions = positions[rows.to(device)]
+        with (
+            torch.enable_grad(),
+            model.hooks(fwd_hooks=[(h, capturer(h, leaf, captured)) for h in hooks]),
+        ):
+            out = model(batch)
+            logits = out if isinstance(out, torch.Tensor) else out.logits
+            smooth = _smooth_scores(metric, logits, batch, rows_positions)
+            keys = list(captured)
+            grads = torch.autograd.grad(
+                smooth.sum(), [captured[k] for k in keys], allow_unused=True
+            )
+        with torch.no_grad():
+            clean[rows] = (
+                _teacher_forced_scores(metric, logits.detach(), batch, rows_positions).float().cpu()
+            )
+            for (name, step), grad in zip(keys, grads, strict=True):
+                if grad is None:
+                    continue
+                act = captured[(name, step)].detach()
+                if method == "zero":
+                    value = torch.zeros((), dtype=act.dtype, device=act.device)
+                elif method == "mean":
+                    mean = ref_acts[name].mean(0)
+                    value = mean[step] if step is not None else mean[: act.shape[1]]
+                else:
+                    assert src is not None
+                    picked = ref_acts[name][src[rows]]
+                    value = picked[:, step] if step is not None else picked[:, : act.shape[1]]
+                term = (value.to(act.dtype) - act) * grad
+                if step is None:
+                    term = term.sum(1)  # over positions
+                term = term.float().cpu()
+                if name not in contrib:
+                    contrib[name] = torch.zeros(n, *term.shape[1:])
+                contrib[name][rows] += term
+    scores = torch.empty(len(variants) + 1, n)
+    scores[0] = clean
+    for i, v in enumerate(variants):
+        delta = contrib[v.hook][:, v.mask] if v.hook in contrib else torch.zeros(n, 1)
+        scores[i + 1] = clean + delta.sum(1)
+    return scores
 
 
 # ----------------------------------------------------------------------------- running
@@ -467,6 +577,8 @@ def sweep(
     batch_size: int = 128,
     batched: bool = True,
     share_prefix: bool = True,
+    estimate: str = "exact",
+    confirm: int = 0,
     seed: int = 0,
     progress: bool = False,
 ) -> AblationResult:
@@ -478,7 +590,8 @@ def sweep(
         inputs: token ids ``[n, seq]`` (transformers), or ``[n, time, input_size]`` floats
             (RNNs).
         metric: ``"loss"`` (mean next-token cross-entropy; lower is better), ``"accuracy"``
-            (next-token argmax accuracy), both teacher-forced over ``positions``; or a callable
+            (next-token argmax accuracy), ``"logprob"`` (mean log-probability of the next
+            token; higher is better), all teacher-forced over ``positions``; or a callable
             ``metric(logits, inputs) -> [batch]`` scores, higher is better. With
             ``prompt_len`` (generation mode), ``"accuracy"`` is the exact match of every
             generated token and a callable gets ``(generated [batch, seq], inputs)``.
@@ -502,6 +615,15 @@ def sweep(
             variant only from its layer on, replaying the clean residual stream entering it
             (nothing before layer ``l`` depends on an ablation at ``l``); False runs every
             variant from the embedding. Same scores up to float rounding either way.
+        estimate: ``"exact"`` (every variant run) or ``"attribution"``: the first-order
+            estimate of every variant's effect from one clean forward and one backward pass
+            (attribution patching: ``(a_ablated - a_clean) . d metric / d a`` at the hook,
+            summed over positions and the ablated slice). Needs a differentiable metric:
+            ``"loss"``, ``"logprob"`` or a differentiable callable (argmax accuracy has no
+            gradient). Teacher-forced only (no ``prompt_len``).
+        confirm: with ``estimate="attribution"``, run the exact ablation for this many
+            variants, those the estimate ranks most damaging; the frame's ``exact_delta`` and
+            ``error`` (estimate minus exact) are filled for them (NaN elsewhere).
         seed: for ``"resample"``'s choice of source inputs.
 
     Returns:
@@ -521,6 +643,22 @@ def sweep(
         raise ValueError(f"component must be one of {COMPONENTS}, got {component!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if estimate not in ESTIMATES:
+        raise ValueError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
+    if isinstance(confirm, bool) or not isinstance(confirm, int) or confirm < 0:
+        raise ValueError(f"confirm must be a non-negative integer, got {confirm!r}")
+    if confirm and estimate != "attribution":
+        raise ValueError('confirm needs estimate="attribution" (an exact sweep is exact already)')
+    if estimate == "attribution" and metric == "accuracy":
+        raise ValueError(
+            'estimate="attribution" needs a differentiable metric ("loss", "logprob" or a '
+            'differentiable callable): argmax "accuracy" has no gradient'
+        )
+    if estimate == "attribution" and prompt_len is not None:
+        raise ValueError(
+            'estimate="attribution" is teacher-forced: greedy decoding (prompt_len) has no '
+            'gradient; use estimate="exact"'
+        )
     if not rnn and level == "head" and component == "mlp":
         raise ValueError('component="mlp" needs level="layer" (an MLP layer has no heads)')
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -531,8 +669,8 @@ def sweep(
             raise ValueError("prompt_len (generation mode) is for transformers, not a HookedRNN")
         if not isinstance(prompt_len, int) or not 1 <= prompt_len < seq:
             raise ValueError(f"prompt_len must be an integer in 1..{seq - 1}, got {prompt_len!r}")
-        if metric == "loss":
-            raise ValueError('metric="loss" is teacher-forced; use "accuracy" or a callable')
+        if metric in ("loss", "logprob"):
+            raise ValueError(f'metric="{metric}" is teacher-forced; use "accuracy" or a callable')
         if positions is not None:
             raise ValueError("positions applies to teacher-forced metrics, not generation mode")
     if rnn and not callable(metric) and inputs.is_floating_point():
@@ -600,12 +738,20 @@ def sweep(
     blocks = None
     if batched and share_prefix and prompt_len is None and not rnn:
         blocks = runner(model).shareable_blocks()
-    if blocks is not None:
-        scores = _prefix_shared_scores(
-            model, blocks, inputs, variants, batch_size, progress, **forward
+
+    def exact_scores(chosen: list[_Variant]) -> torch.Tensor:
+        if blocks is not None:
+            return _prefix_shared_scores(
+                model, blocks, inputs, chosen, batch_size, progress, **forward
+            )
+        return _stacked_scores(model, inputs, chosen, batch_size, batched, progress, forward)
+
+    if estimate == "attribution":
+        scores = _attribution_scores(
+            model, inputs, variants, metric, positions, method, ref_acts, src, batch_size, progress
         )
     else:
-        scores = _stacked_scores(model, inputs, variants, batch_size, batched, progress, forward)
+        scores = exact_scores(variants)
     means = scores.mean(1)
     clean = float(means[0])
 
@@ -624,6 +770,15 @@ def sweep(
         }
     )
     higher_is_better = metric != "loss"
+    confirmed: list[int] = []
+    if estimate == "attribution":
+        frame["exact_delta"] = float("nan")
+        if confirm:
+            harm = frame["delta"] if higher_is_better else -frame["delta"]
+            confirmed = [int(i) for i in harm.sort_values(kind="stable").index[:confirm]]
+            exact = exact_scores([variants[i] for i in confirmed]).mean(1)
+            frame.loc[confirmed, "exact_delta"] = (exact[1:] - exact[0]).tolist()
+        frame["error"] = frame["delta"] - frame["exact_delta"]
     worst = int(frame["delta"].idxmin() if higher_is_better else frame["delta"].idxmax())
     metric_name = metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")
     if prompt_len is not None and metric == "accuracy":
@@ -638,10 +793,19 @@ def sweep(
         "n_inputs": n,
         "n_variants": len(variants),
         "generation": prompt_len is not None,
+        "estimate": estimate,
         "most_damaging": {
             "layer": int(frame.loc[worst, "layer"]),
             "head": None if pd.isna(frame.loc[worst, "head"]) else int(frame.loc[worst, "head"]),
             "delta": float(frame.loc[worst, "delta"]),
         },
     }
+    if estimate == "attribution":
+        summary["confirmed"] = len(confirmed)
+        if len(confirmed) >= 3:
+            sub = frame.loc[confirmed]
+            summary["rank_correlation_confirmed"] = float(
+                sub["delta"].rank().corr(sub["exact_delta"].rank())
+            )
+            summary["max_abs_error_confirmed"] = float(sub["error"].abs().max())
     return AblationResult(frame=frame, summary=summary, scores=scores)

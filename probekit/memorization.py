@@ -136,8 +136,11 @@ def _score_batch(
     """Every per-sequence record of the audit for one batch ``tokens [b, k+m]``: the per-token
     log-probabilities ``logp [b, k+m-1]``, the greedy suffix ``generated [b, m]`` and one value
     per sequence for each score."""
-    logits = lm.logits(tokens)
+    # one forward pass scores the sequence and encodes the prefix for greedy decoding
+    logits, generated = lm.logits_and_generate(tokens, prefix_len, suffix_len)
+    generated = generated.cpu()
     logp, z = token_scores(logits, tokens.to(logits.device))
+    del logits
     ce = -logp.mean(-1)
     cols: dict[str, Tensor] = {
         "logp": logp,
@@ -149,7 +152,6 @@ def _score_batch(
     if reference is not None:
         ref_logp, _ = token_scores(reference.logits(tokens), tokens.to(reference.device))
         cols["ref_ratio"] = ce.cpu() - (-ref_logp.mean(-1)).cpu()
-    generated = lm.generate(tokens[:, :prefix_len], suffix_len).cpu()
     suffix = tokens[:, prefix_len:].cpu()
     equal = generated == suffix
     mismatch = ~equal

@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,76 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets scaled by the training set's mean and standard deviation (a constant feature
+    keeps scale 1), as scikit-learn's ``StandardScaler``."""
+    train = train.astype(np.float64)
+    mean = train.mean(0)
+    sd = train.std(0)
+    sd[sd == 0] = 1.0
+    return (train - mean) / sd, (test.astype(np.float64) - mean) / sd
+
+
+def _fit_sklearn(
+    x: np.ndarray, y: np.ndarray, C: float, max_iter: int
+) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(x, y)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return clf.predict, converged
+
+
+def _fit_torch(
+    x: np.ndarray, y: np.ndarray, C: float, max_iter: int, tol: float = 1e-5
+) -> tuple[Callable[[np.ndarray], np.ndarray], bool]:
+    """Multinomial logistic regression, ``C * sum CE + ||W||^2 / 2`` (intercept free; minimised
+    divided by ``C n``), by full-batch L-BFGS in float64 to a gradient tolerance of ``tol``
+    (scikit-learn's default is 1e-4 on the same scaled objective). Returns ``(predict,
+    converged)``."""
+    classes, index = np.unique(y, return_inverse=True)
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    yt = torch.from_numpy(index.astype(np.int64))
+    w = torch.zeros(x.shape[1], len(classes), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    n = len(yt)
+
+    def closure() -> torch.Tensor:
+        # the objective over n (scikit-learn's scaling), so the tolerance is per sample
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xt @ w + b, yt)
+        loss = loss + w.pow(2).sum() / (2 * C * n)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    iterations = opt.state[opt._params[0]]["n_iter"]
+    converged = iterations < max_iter
+    weight, bias = w.detach(), b.detach()
+
+    def predict(data: np.ndarray) -> np.ndarray:
+        scores = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float64)) @ weight + bias
+        return classes[scores.argmax(1).numpy()]
+
+    return predict, converged
+
+
 def linear(
     activations: Any,
     labels: Any,
@@ -108,6 +178,7 @@ def linear(
     max_iter: int = 300,
     C: float = 1.0,
     seed: int = 0,
+    solver: str = "torch",
 ) -> ProbeResult:
     """Fit a multinomial logistic-regression probe per hook (and per label); score held out.
 
@@ -122,17 +193,21 @@ def linear(
         max_train: cap on training rows per probe (a seeded subsample; None keeps all). lbfgs
             on thousands of rows x 128 features and 50 classes costs seconds per probe.
         max_iter: lbfgs iterations; ``converged`` in the frame says whether it stopped early.
-        C: inverse L2 strength of scikit-learn's ``LogisticRegression``.
+        C: inverse L2 strength: the probe minimises ``C * sum_i CE_i + ||W||^2 / 2`` (the
+            intercept unpenalised), scikit-learn's ``LogisticRegression`` objective.
         seed: the item split and the subsample.
+        solver: ``"torch"`` (default: full-batch L-BFGS with a strong-Wolfe line search in
+            float64, to a gradient tolerance of 1e-5; tens of times faster than scikit-learn
+            here) or ``"sklearn"`` (``LogisticRegression(C, max_iter)``, lbfgs). The objective
+            is strictly convex, so both reach the same probe up to their tolerances.
 
     Returns:
         :class:`ProbeResult`.
     """
     import pandas as pd
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
+    if solver not in ("torch", "sklearn"):
+        raise ValueError(f"solver must be 'torch' or 'sklearn', got {solver!r}")
     acts = _activation_dict(activations, names)
     label_sets = dict(labels) if isinstance(labels, Mapping) else {"label": labels}
     if not label_sets:
@@ -178,20 +253,15 @@ def linear(
                 train = np.sort(rng.choice(train, size=max_train, replace=False))
             classes, counts = np.unique(y[train], return_counts=True)
             majority = classes[counts.argmax()]
-            scaler = StandardScaler().fit(x[train])
-            xtr, xte = scaler.transform(x[train]), scaler.transform(x[test])
+            xtr, xte = _standardise(x[train], x[test])
             if len(classes) == 1:
                 train_acc, test_acc = 1.0, float((y[test] == majority).mean())
                 converged = True
             else:
-                import warnings
-
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ConvergenceWarning)
-                    clf = LogisticRegression(C=C, max_iter=max_iter).fit(xtr, y[train])
-                converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
-                train_acc = float(clf.score(xtr, y[train]))
-                test_acc = float(clf.score(xte, y[test]))
+                fit = _fit_torch if solver == "torch" else _fit_sklearn
+                predict, converged = fit(xtr, y[train], C, max_iter)
+                train_acc = float((predict(xtr) == y[train]).mean())
+                test_acc = float((predict(xte) == y[test]).mean())
             rows.append(
                 {
                     "hook": hook,

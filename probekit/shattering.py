@@ -36,7 +36,7 @@ import torch
 
 from probekit.report.figures.shattering import project, projection_figure, sweep_figures
 from probekit.report.page import Rendered
-from probekit.stats.shattering import correlation, distortion, pairwise_distances
+from probekit.stats.shattering import correlation, distortion, mean_ci, pairwise_distances
 
 __all__ = [
     "KGEdit",
@@ -132,6 +132,16 @@ def entity_representations(
         raise ValueError(f"hook {hook!r} is not a hook of this model (see model.hook_dict)")
     length = prompts.shape[1] - 1
     device = next(model.parameters()).device
+    layer = _residual_index(model, hook)
+    if layer is not None:  # a residual stream: the plain model's hidden states, no hooks
+        from probekit.models.runner import runner
+
+        run = runner(model)
+        rows = [
+            run.residual(prompts[start : start + batch_size], layer)[:, length].float().cpu()
+            for start in range(0, len(prompts), batch_size)
+        ]
+        return torch.cat(rows).reshape(n, c, -1).mean(1)
     # Nothing after the hook's block matters: stop the forward pass there.
     parts = hook.split(".")
     stop = int(parts[1]) + 1 if parts[0] == "blocks" and parts[1].isdigit() else None
@@ -143,6 +153,21 @@ def entity_representations(
         )
         rows.append(cache[hook][:, length].float().cpu())
     return torch.cat(rows).reshape(n, c, -1).mean(1)
+
+
+def _residual_index(model: Any, hook: str) -> int | None:
+    """The hidden-state index of a residual-stream hook (``blocks.{l}.hook_resid_pre`` -> l,
+    ``blocks.{l}.hook_resid_post`` -> l + 1) when it is not after the last block; else None."""
+    import re
+
+    from probekit.models.runner import is_bridge
+
+    match = re.fullmatch(r"blocks\.(\d+)\.hook_resid_(pre|post)", hook)
+    if match is None or not is_bridge(model):
+        return None
+    n_layers = model.cfg.n_layers
+    index = int(match.group(1)) + (match.group(2) == "post")
+    return index if index < int(n_layers) else None
 
 
 @torch.no_grad()
@@ -392,11 +417,16 @@ class SweepResult(Rendered):
 
 
 def summarise_sweep(frame: pd.DataFrame) -> dict[str, Any]:
-    """R and accuracy drop per (method, d); r, r^2 between R and the mean accuracy drop."""
+    """R and accuracy drop per (method, d), each mean with its 95% t interval over the edits
+    (``*_ci95_by_d``: ``[low, high]``) and the edit count per d; r, r^2 between R and the mean
+    accuracy drop."""
     summary: dict[str, Any] = {"edits": len(frame)}
     for method, part in frame.groupby("method", sort=False):
         per_d = part.groupby("distance")
         summary[method] = {
+            "edits_by_d": {int(d): int(v) for d, v in per_d.size().items()},
+            "R_ci95_by_d": {int(d): list(mean_ci(g["R"])[1:]) for d, g in per_d},
+            "drop_ci95_by_d": {int(d): list(mean_ci(g["drop"])[1:]) for d, g in per_d},
             "R_mean_by_d": {int(d): float(v) for d, v in per_d["R"].mean().items()},
             "R_normalized_mean_by_d": {
                 int(d): float(v) for d, v in per_d["R_normalized"].mean().items()

@@ -7,6 +7,7 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 import probekit as pk
@@ -67,3 +68,29 @@ def test_format_comparison_matches_hf_generate():
         s["heldout_final_answer_step"] > s["heldout_final_answer_direct"]
     )
     assert len(result.figures()) == 1
+
+
+def test_bootstrap_drops_against_a_hand_bootstrap_and_a_known_answer():
+    study = _study()
+    # known answer: every input loses exactly 0.5 when a latter-half layer is ablated, 0 early
+    clean = torch.ones(1, 40)
+    scores = torch.cat([clean, torch.ones(3, 40), torch.full((3, 40), 0.5)])
+    out = study.bootstrap_drops(scores, half=3, draws=200)
+    assert out["drop"] == [0.0, 0.0, 0.0, 0.5, 0.5, 0.5]
+    assert out["latter_minus_early"] == 0.5
+    assert out["latter_minus_early_ci"] == (0.5, 0.5)
+    # a noisy sweep against the same bootstrap written with numpy
+    import numpy as np
+
+    g = torch.Generator().manual_seed(5)
+    scores = torch.rand(5, 30, generator=g)
+    out = study.bootstrap_drops(scores, half=2, draws=500, seed=3)
+    idx = torch.randint(0, 30, (500, 30), generator=torch.Generator().manual_seed(3)).numpy()
+    s = scores.double().numpy()
+    drops = s[0] - s[1:]
+    boot = np.stack([drops[:, i].mean(1) for i in idx], 1)  # [layers, draws]
+    diff = boot[2:].mean(0) - boot[:2].mean(0)
+    assert np.allclose(out["lo"], np.quantile(boot, 0.025, axis=1))
+    assert np.allclose(out["hi"], np.quantile(boot, 0.975, axis=1))
+    assert np.allclose(out["latter_minus_early_ci"], np.quantile(diff, [0.025, 0.975]))
+    assert out["latter_minus_early"] == pytest.approx(drops[2:].mean() - drops[:2].mean())

@@ -462,3 +462,35 @@ def test_figures_render_into_a_report(tmp_path):
     path = pk.report.write([result, pert, scaling, memb], tmp_path / "r.html", title="t")
     text = path.read_text()
     assert "Memorization audit" in text and "Weight-perturbation recovery" in text
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_one_pass_scoring_and_decoding_equals_logits_then_generate(kind):
+    """Runner.logits_and_generate reuses the teacher-forced pass's cache, cut back to the
+    prefix: the same logits as a plain forward and the same tokens as Hugging Face's own
+    batched greedy generate on the prefix."""
+    from probekit.models.runner import runner
+
+    hf = _tiny_hf(kind)
+    r = runner(hf)
+    tokens = _tokens(6, 20, seed=4)
+    logits, generated = r.logits_and_generate(tokens, 8, 12)
+    with torch.no_grad():
+        expected = hf(input_ids=tokens).logits
+        out = hf.generate(
+            tokens[:, :8],
+            attention_mask=torch.ones_like(tokens[:, :8]),
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+    assert torch.allclose(logits, expected, atol=1e-5)
+    assert torch.equal(generated, out[:, 8:])
+    assert torch.equal(generated, r.generate(tokens[:, :8], 12))
+    # decoding past the given tokens, and a prefix that is the whole sequence
+    _, longer = r.logits_and_generate(tokens[:, :8], 8, 12)
+    assert torch.equal(longer, generated)
+    with pytest.raises(ValueError, match="prefix_len"):
+        r.logits_and_generate(tokens, 0, 4)

@@ -89,3 +89,17 @@ def test_bad_arguments_name_the_argument():
         pk.probes.linear(acts, y, test_fraction=1.5)
     with pytest.raises(ValueError, match="activations must be"):
         pk.probes.linear([1, 2], y)
+
+
+def test_torch_solver_reaches_sklearns_probe_on_a_many_class_task():
+    """The default L-BFGS in torch and scikit-learn's lbfgs minimise the same strictly convex
+    objective: the same held-out predictions, per hook and label."""
+    acts, y = _planted(n_items=200, positions=6, d=24, classes=12, seed=3)
+    acts["weak"] = acts["signal"] * 0.05 + acts["noise"]
+    a = pk.probes.linear(acts, {"y": y}, seed=2, solver="torch").frame
+    b = pk.probes.linear(acts, {"y": y}, seed=2, solver="sklearn").frame
+    assert np.allclose(a["test_accuracy"], b["test_accuracy"], atol=0.01)
+    assert np.allclose(a["train_accuracy"], b["train_accuracy"], atol=0.01)
+    assert a["converged"].all()
+    with pytest.raises(ValueError, match="solver"):
+        pk.probes.linear(acts, {"y": y}, solver="adam")

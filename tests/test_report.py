@@ -527,3 +527,47 @@ def test_tables_number_rows_cut_long_text_and_explain_missing_values() -> None:
     assert "long texts cut to 80 characters" in page
     assert "-0<" not in page and ">0<" in page
     assert "NaN / None in value" in page
+
+
+def _page_specs(page: str) -> list[dict[str, Any]]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from figure_checks import figure_specs
+
+    return list(figure_specs(page).values())
+
+
+def test_zero_bars_are_labelled_so_they_do_not_read_as_missing() -> None:
+    from figure_checks import problems
+
+    fig = go.Figure(
+        [
+            go.Bar(x=["a", "b", "c"], y=np.array([0.0, 0.5, 0.0]), name="drop"),
+            go.Bar(x=["a", "b"], y=[0.1, 0.2], name="no zero"),
+            go.Bar(x=["a"], y=[0.0], text=["own label"], name="labelled"),
+        ]
+    )
+    fig.update_layout(xaxis_title="layer", yaxis_title="drop (exact match)")
+    assert any("bars at 0" in p for p in problems(fig.to_plotly_json()))
+    page = report.render(report.Result(figs=[fig], title="t"))
+    (spec,) = _page_specs(page)
+    assert problems(spec) == []
+    drop, no_zero, labelled = spec["data"]
+    assert drop["text"] == ["0", "", "0"] and drop["textposition"] == "outside"
+    assert "text" not in no_zero
+    assert labelled["text"] == ["own label"]
+
+
+def test_figure_check_flags_a_magnified_axis_unless_ranged_or_titled_zoomed() -> None:
+    from figure_checks import problems
+
+    def fig(**yaxis: Any) -> dict[str, Any]:
+        f = go.Figure(go.Scatter(x=[1, 2, 3], y=[0.5165, 0.518, 0.52], name="accuracy"))
+        f.update_layout(xaxis_title="step", yaxis={"title": "accuracy"} | yaxis)
+        return f.to_plotly_json()
+
+    (flag,) = problems(fig())
+    assert flag.startswith("yaxis spans 0.5165..0.52")
+    assert problems(fig(range=[0, 1])) == []
+    assert problems(fig(title="accuracy (zoomed: 0.3% span)")) == []

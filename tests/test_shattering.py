@@ -69,6 +69,33 @@ def test_correlation_matches_scipy():
     assert math.isnan(shattering.correlation(np.ones(5), y[:5])[0])
 
 
+def test_mean_ci_matches_scipy_t_interval_and_sweep_summary_reports_it():
+    from scipy import stats
+
+    from probekit.stats.shattering import mean_ci
+
+    x = np.random.default_rng(1).normal(0.3, 0.1, size=20)
+    lo, hi = stats.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=stats.sem(x))
+    assert mean_ci(x) == pytest.approx((x.mean(), lo, hi), rel=1e-12)
+    assert math.isnan(mean_ci([0.2])[1]) and mean_ci([0.2])[0] == 0.2
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "method": "rome",
+            "distance": np.repeat([1, 2], 20),
+            "R": np.r_[x, x + 1],
+            "R_normalized": 0.0,
+            "drop": np.r_[x, 2 * x],
+            "success": True,
+        }
+    )
+    summary = shattering.summarise_sweep(frame)["rome"]
+    assert summary["edits_by_d"] == {1: 20, 2: 20}
+    assert summary["R_ci95_by_d"][2] == pytest.approx([lo + 1, hi + 1], rel=1e-9)
+    assert summary["drop_ci95_by_d"][1] == pytest.approx([lo, hi], rel=1e-9)
+
+
 def test_kg_contexts_lead_to_the_entity():
     graph = kg.make_graph(20, seed=3)
     ctx = shattering.kg_contexts(graph, order=1)
@@ -89,6 +116,9 @@ def kg_ring():
 
 
 def test_entity_representations_match_a_manual_cache(kg_ring):
+    from probekit import edit as pk_edit
+
+    work = pk_edit.copy_model(kg_ring)  # before run_with_cache: the bridge keeps grad tensors
     graph = load_graph(KG_RING)
     ctx = shattering.kg_contexts(graph, 0)[:5]
     entities = torch.arange(5)
@@ -97,6 +127,21 @@ def test_entity_representations_match_a_manual_cache(kg_ring):
     _, cache = kg_ring.run_with_cache(prompts, names_filter="blocks.0.hook_resid_post")
     manual = cache["blocks.0.hook_resid_post"][:, 2].reshape(5, 8, -1).mean(1)
     assert torch.allclose(reps, manual, atol=1e-5)
+    # every residual-stream hook (read from the plain model's hidden states) and a non-residual
+    # hook (read through the bridge's cache) against the bridge's own cache, on an edited copy
+    weights = pk_edit.mlp_weights(work, [0])
+    weights[0].add_(
+        0.05 * torch.randn(weights[0].shape, generator=torch.Generator().manual_seed(0))
+    )
+    pk_edit.set_mlp_weights(work, weights)
+    n_layers = work.cfg.n_layers
+    hooks = [f"blocks.{i}.hook_resid_pre" for i in range(n_layers)]
+    hooks += [f"blocks.{i}.hook_resid_post" for i in range(n_layers)] + ["blocks.0.hook_mlp_out"]
+    _, cache = work.run_with_cache(prompts, names_filter=lambda name: name in hooks)
+    for hook in hooks:
+        reps = shattering.entity_representations(work, entities, hook, ctx)
+        manual = cache[hook][:, 2].reshape(5, 8, -1).mean(1)
+        assert torch.allclose(reps, manual, atol=1e-5), hook
 
 
 def test_rome_edit_on_kg_ring_and_its_measurement(kg_ring):

@@ -34,7 +34,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--level", default="head", choices=["layer", "head"])
     p.add_argument("--component", default="attn", choices=["attn", "mlp"])
     p.add_argument("--method", default="zero", choices=["zero", "mean", "resample"])
-    p.add_argument("--metric", default="accuracy", choices=["accuracy", "loss"])
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "loss", "logprob"])
+    p.add_argument(
+        "--estimate",
+        default="exact",
+        choices=["exact", "attribution"],
+        help="exact: run every ablation; attribution: first-order estimates from one forward "
+        "and one backward pass (needs --metric loss or logprob; teacher-forced)",
+    )
+    p.add_argument(
+        "--confirm",
+        type=int,
+        default=0,
+        help="with --estimate attribution: run the exact ablation of the N top-ranked components",
+    )
     p.add_argument(
         "--prompt-len",
         type=int,
@@ -86,6 +99,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.level == "head" and args.component == "mlp":
         raise UsageError("--component mlp needs --level layer (an MLP layer has no heads)")
     prompt_len = args.prompt_len
+    if args.estimate == "attribution" and args.metric == "accuracy":
+        raise UsageError(
+            "--estimate attribution needs a differentiable --metric (loss or logprob); argmax "
+            "accuracy has no gradient"
+        )
+    if args.confirm < 0:
+        raise UsageError(f"--confirm must be >= 0, got {args.confirm}")
     if args.data is not None:
         tokens = read_data(args.data, "--data")
         if isinstance(tokens, list):
@@ -93,7 +113,8 @@ def _run(args: argparse.Namespace) -> int:
         tokens = tokens[: args.n]
     else:
         tokens, task_prompt = _task_inputs(path, args.split or "heldout", args.n, args.seed)
-        if prompt_len is None and not args.teacher_forced and args.metric == "accuracy":
+        generation = not args.teacher_forced and args.estimate == "exact"
+        if prompt_len is None and generation and args.metric == "accuracy":
             prompt_len = task_prompt
 
     import probekit as pk
@@ -109,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         component=args.component,
         method=args.method,
         prompt_len=prompt_len,
+        estimate=args.estimate,
+        confirm=args.confirm,
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.quiet,

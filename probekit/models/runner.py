@@ -25,6 +25,7 @@ import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -194,12 +195,29 @@ class Runner:
                 if t + 1 < steps:
                     logits, state = self.model(out[:, t : t + 1], state, return_state=True)
             return out
+        result = self._forward_cached(prefix, last_only=True)
+        return self._decode(result, out, steps, pick)
+
+    def _forward_cached(self, tokens: Tensor, last_only: bool = False) -> Any:
+        """One forward pass of the plain model that keeps its KV cache; with ``last_only``
+        the unembedding runs on the last position only (what decoding needs)."""
+        module = self._plain_model()
+        params = inspect.signature(module.forward).parameters
+        kwargs: dict[str, Any] = {"input_ids": tokens, "use_cache": True}
+        if last_only and "logits_to_keep" in params:
+            kwargs["logits_to_keep"] = 1
+        return module(**kwargs)
+
+    def _decode(
+        self, result: Any, out: Tensor, steps: int, pick: Callable[[Tensor], Tensor]
+    ) -> Tensor:
+        """Greedy / sampled decoding from a cached forward ``result`` whose last logits
+        predict ``out[:, 0]``; fills ``out [B, steps]`` one token per step, reusing the cache."""
         module = self._plain_model()
         # transformers 5.x names the cache argument and output field ``cache``; 4.x
         # ``past_key_values``.
         params = inspect.signature(module.forward).parameters
         cache_arg = "cache" if "cache" in params else "past_key_values"
-        result = module(input_ids=prefix, use_cache=True)
         for t in range(steps):
             out[:, t] = pick(result.logits[:, -1])
             if t + 1 < steps:
@@ -208,6 +226,54 @@ class Runner:
                     raise RuntimeError(f"{type(module).__name__} returned no KV cache")
                 result = module(input_ids=out[:, t : t + 1], use_cache=True, **{cache_arg: past})
         return out
+
+    @torch.no_grad()
+    def residual(self, tokens: Tensor, layer: int) -> Tensor:
+        """The residual stream entering block ``layer`` (``blocks.{layer}.hook_resid_pre``, =
+        ``blocks.{layer - 1}.hook_resid_post``), ``[B, T, d_model]``, from the plain model's
+        hidden states: no hooks, so several times faster than a bridge's cache on small
+        inputs. ``layer`` in ``0..n_layers - 1`` (the last hidden state is after the final
+        norm, not a residual stream)."""
+        if self.family != "transformer":
+            raise ValueError("residual() is for transformers")
+        module = self._plain_model()
+        n_layers = int(module.config.num_hidden_layers)
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"layer must be in 0..{n_layers - 1}, got {layer}")
+        out = module(input_ids=tokens.to(self.device), use_cache=False, output_hidden_states=True)
+        return out.hidden_states[layer]
+
+    @torch.no_grad()
+    def logits_and_generate(
+        self, tokens: Tensor, prefix_len: int, steps: int
+    ) -> tuple[Tensor, Tensor]:
+        """``(logits [B, T, V] of tokens [B, T], greedy continuation [B, steps] of its first
+        prefix_len tokens)`` from one forward pass over ``tokens`` plus the decoding steps.
+
+        A causal transformer's keys and values at the first ``prefix_len`` positions do not
+        depend on what follows, so the teacher-forced pass over ``tokens`` also encodes the
+        prefix: its cache is cut back to ``prefix_len`` positions and decoding starts from the
+        logits at position ``prefix_len - 1``. Same tokens as :meth:`generate` on the prefix
+        (up to float rounding in the attention sums). RNNs run the two separately.
+        """
+        if not 1 <= prefix_len <= tokens.shape[1]:
+            raise ValueError(f"prefix_len must be in 1..{tokens.shape[1]}, got {prefix_len}")
+        tokens = tokens.to(self.device)
+        if self.family == "rnn" or steps < 1:
+            return self.logits(tokens), self.generate(tokens[:, :prefix_len], steps)
+        result = self._forward_cached(tokens)
+        logits = result.logits
+        past = getattr(result, "cache", None) or getattr(result, "past_key_values", None)
+        if past is None or not hasattr(past, "crop"):
+            return logits, self.generate(tokens[:, :prefix_len], steps)
+        if tokens.shape[1] > prefix_len:
+            # a negative length removes that many positions (transformers 4.x and 5.x alike)
+            past.crop(prefix_len - tokens.shape[1])
+        start = SimpleNamespace(
+            logits=logits[:, prefix_len - 1 : prefix_len], cache=past, past_key_values=past
+        )
+        out = torch.empty(tokens.shape[0], steps, dtype=torch.long, device=self.device)
+        return logits, self._decode(start, out, steps, lambda lg: lg.argmax(-1))
 
     @torch.no_grad()
     def activations(self, inputs: Tensor, names: Sequence[str]) -> dict[str, Tensor]:

@@ -43,6 +43,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["write", "write_index", "render", "render_index", "format_value"]
@@ -442,11 +443,39 @@ def _frame_html(frame: pd.DataFrame, stem: str, max_rows: int, max_csv_bytes: in
     )
 
 
+def _trace_values(obj: Any) -> list[float] | None:
+    """A trace's numeric data from Plotly's JSON (a list or a ``{"dtype", "bdata"}`` typed
+    array) as floats; None for categories or missing data."""
+    if isinstance(obj, dict) and "bdata" in obj:
+        arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+        return arr.astype(np.float64).ravel().tolist()
+    if isinstance(obj, list):
+        try:
+            return [float("nan") if v is None else float(v) for v in obj]
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _label_zero_bars(spec: dict[str, Any]) -> dict[str, Any]:
+    """Write "0" above every bar whose value is exactly 0 (it would otherwise be invisible and
+    read as missing), unless the trace already labels its bars."""
+    for trace in spec.get("data", []):
+        if trace.get("type") != "bar" or trace.get("text") is not None or trace.get("texttemplate"):
+            continue
+        vals = _trace_values(trace.get("x" if trace.get("orientation") == "h" else "y"))
+        if vals and any(v == 0 for v in vals):
+            trace["text"] = ["0" if v == 0 else "" for v in vals]
+            trace["textposition"] = "outside"
+            trace["cliponaxis"] = False
+    return spec
+
+
 def _figure_html(fig: Any, div_id: str) -> str:
     import plotly.io as pio
 
     spec = json.loads(pio.to_json(fig, validate=False))
-    spec = _escape_figure_strings(spec)
+    spec = _label_zero_bars(_escape_figure_strings(spec))
     spec["config"] = {"responsive": True, "displaylogo": False}
     return (
         f'<div class="pk-figure" id="{div_id}" data-spec="{div_id}-spec"></div>\n'

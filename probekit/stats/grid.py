@@ -269,26 +269,43 @@ def _rotation_operator(shape: tuple[int, int], angles: tuple[float, ...]):
 def _annulus_operator(shape: tuple[int, int]):
     """What the annulus sweep needs for SACs of ``shape``, cached: ``(op, pixels, masks, area)``.
 
-    ``pixels``: the flat indices of the pixels in some annulus (the only ones any sum reads);
-    ``op``: the rotation operator's rows for those pixels, angle major (``[A * P_sel, P]``);
-    ``masks``: ``[K, P_sel]`` the annuli on those pixels; ``area``: ``[K]`` their sizes.
+    A SAC is point-symmetric (lag ``d`` and ``-d`` correlate the same pairs of bins), so is its
+    rotation about the centre, and so is every annulus: each sum over an annulus is twice the
+    sum over its pixels before the centre in flat order (the centre is in no annulus). Only
+    those are kept. ``pixels``: their flat indices; ``op``: the rotation operator's rows for
+    them, angle major (``[A * P_half, P]``); ``masks``: ``[K, P_half]`` the annuli on them;
+    ``area``: ``[K]`` the full annuli's sizes.
     """
     masks, _ = annulus_masks(shape)
     flat = masks.reshape(len(masks), -1)
-    pixels = np.flatnonzero(flat.any(0))
     p = shape[0] * shape[1]
+    pixels = np.flatnonzero(flat.any(0))
+    if shape[0] % 2 and shape[1] % 2 and np.array_equal(flat, flat[:, ::-1]):
+        pixels = pixels[pixels < (p - 1) // 2]
+        weight = 2.0
+    else:  # an even-sized SAC has no centre bin to reflect about: keep every pixel
+        weight = 1.0
     full = _rotation_operator(shape, tuple(float(a) for a in ANGLES))
     rows = (np.arange(len(ANGLES))[:, None] * p + pixels[None, :]).ravel()
-    mask_sel = np.ascontiguousarray(flat[:, pixels].astype(np.float64))
-    return full[rows], pixels, mask_sel, mask_sel.sum(1)
+    mask_sel = np.ascontiguousarray(weight * flat[:, pixels].astype(np.float64))
+    return full[rows], pixels, mask_sel, flat.sum(1).astype(np.float64)
+
+
+@functools.lru_cache(maxsize=16)
+def _prefilter_matrix(n: int) -> np.ndarray:
+    """``[n, n]``: scipy's order-3, mode ``"constant"`` spline prefilter along one axis, as the
+    matrix it applies (read off by filtering the identity)."""
+    from scipy import ndimage
+
+    return ndimage.spline_filter1d(np.eye(n), 3, axis=0, mode="constant", output=np.float64)
 
 
 def _spline_coefficients(images: np.ndarray) -> np.ndarray:
-    """The order-3, mode ``"constant"`` spline prefilter scipy's rotate applies to each plane."""
-    from scipy import ndimage
-
-    c = ndimage.spline_filter1d(images, 3, axis=1, mode="constant", output=np.float64)
-    return ndimage.spline_filter1d(c, 3, axis=2, mode="constant", output=np.float64)
+    """The order-3, mode ``"constant"`` spline prefilter scipy's rotate applies to each plane:
+    ``B_h @ image @ B_w^T`` with the prefilter matrices (equal to ``spline_filter1d`` along
+    both axes up to float rounding, and a few times faster for a stack of small images)."""
+    _, h, w = images.shape
+    return _prefilter_matrix(h) @ images @ _prefilter_matrix(w).T
 
 
 def rotate_stack(images: Any, angles: Sequence[float] = ANGLES) -> np.ndarray:

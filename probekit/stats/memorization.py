@@ -31,8 +31,10 @@ def token_scores(logits: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
     target = tokens[:, 1:].to(logits.device)
     logp = logprobs.gather(-1, target[..., None])[..., 0]
     probs = logprobs.exp()
-    mu = (probs * logprobs).sum(-1)
-    var = (probs * logprobs.square()).sum(-1) - mu.square()
+    # the two moments as fused multiply-sums: no [N, L, V] temporaries beyond probs
+    mu = torch.einsum("nlv,nlv->nl", probs, logprobs)
+    second = torch.einsum("nlv,nlv->nl", probs, logprobs.square_())
+    var = second - mu.square()
     z = (logp - mu) / var.clamp_min(1e-12).sqrt()
     return logp, z
 

@@ -4,6 +4,7 @@ correlation between R and the accuracy drop (method: ``docs/shattering.md``)."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,3 +58,20 @@ def correlation(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
         return math.nan, math.nan
     r = float(np.corrcoef(x, y)[0, 1])
     return r, r * r
+
+
+def mean_ci(values: Any, level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` and its ``level`` confidence interval
+    from Student's t (``mean +- t * sd / sqrt(n)``); the interval is NaN for fewer than two
+    values."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    m = float(x.mean())
+    if len(x) < 2:
+        return m, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return m, m - half, m + half

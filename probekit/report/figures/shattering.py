@@ -107,8 +107,11 @@ def projection_figure(
 
 
 def sweep_figures(frame: pd.DataFrame) -> list[Any]:
-    """R against d (box per method), accuracy drop against R (scatter), accuracy against d."""
+    """R against d (box per method), accuracy drop against R (scatter), the accuracy drop
+    against d (mean and 95% t interval over the edits, drawn from 0 = the accuracy before)."""
     import plotly.graph_objects as go
+
+    from probekit.stats.shattering import mean_ci
 
     box = go.Figure()
     scatter = go.Figure()
@@ -116,10 +119,22 @@ def sweep_figures(frame: pd.DataFrame) -> list[Any]:
     for method, part in frame.groupby("method", sort=False):
         box.add_trace(go.Box(x=part["distance"], y=part["R"], name=str(method), boxpoints="all"))
         scatter.add_trace(go.Scatter(x=part["R"], y=part["drop"], mode="markers", name=str(method)))
-        means = part.groupby("distance")[["acc_before", "acc_after"]].mean()
+        stats = [(d, *mean_ci(g["drop"]), len(g)) for d, g in part.groupby("distance")]
+        ds, mean, low, high, count = (list(v) for v in zip(*stats, strict=True))
         acc.add_trace(
             go.Scatter(
-                x=means.index, y=means["acc_after"], mode="lines+markers", name=f"{method} after"
+                x=ds,
+                y=mean,
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [h - m for h, m in zip(high, mean, strict=True)],
+                    "arrayminus": [m - lo for lo, m in zip(low, mean, strict=True)],
+                },
+                customdata=count,
+                hovertemplate="d = %{x}: drop %{y:.4f} (%{customdata} edits)<extra></extra>",
+                mode="lines+markers",
+                name=f"{method}: mean drop, 95% interval",
             )
         )
     box.update_layout(
@@ -130,7 +145,11 @@ def sweep_figures(frame: pd.DataFrame) -> list[Any]:
         xaxis_title="R",
         yaxis_title="mean accuracy drop (direct, logical, compositional)",
     )
+    acc.add_hline(y=0.0, line_dash="dot", annotation_text="no change (accuracy before)")
     acc.update_layout(
-        title="Mean accuracy after the edit by d", xaxis_title="d", yaxis_title="accuracy"
+        title="Accuracy drop by d (before - after, mean over the edits)",
+        xaxis_title="d (ring distance of the new object from the true one)",
+        yaxis_title="accuracy drop (direct, logical, compositional)",
+        yaxis_rangemode="tozero",
     )
     return [box, scatter, acc]
