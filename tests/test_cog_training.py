@@ -171,3 +171,23 @@ def test_shipped_network_performs_every_task_by_the_tasks_own_check(name):
             acc[task] = cog.accuracy(model(trials.inputs), trials)
     assert min(acc.values()) >= 0.4, acc
     assert np.mean(list(acc.values())) == pytest.approx(metrics["mean_accuracy"], abs=0.05)
+
+
+def test_a_recipe_run_twice_writes_the_same_checkpoint(tmp_path):
+    recipe = tc.CogRNNRecipe(
+        regularizer="bimt",
+        hidden_size=16,
+        grid_columns=4,
+        per_task=1,
+        swap_every=2,
+        eval_every=2,
+        eval_trials=2,
+        final_eval_trials=2,
+        lam_low=1e-4,
+        lam_high=1e-3,
+    )
+    a = tc.build_cog_rnn("cog-rnn-bimt", tmp_path / "a", "bimt", steps=4, recipe=recipe)
+    b = tc.build_cog_rnn("cog-rnn-bimt", tmp_path / "b", "bimt", steps=4, recipe=recipe)
+    assert a["model_sha256"] == b["model_sha256"]
+    assert a["sparsity"] == b["sparsity"] and a["sparsity"]["wiring_positions"].startswith("final")
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["dt"] == 100.0
