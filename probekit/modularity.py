@@ -4,7 +4,8 @@ Which question this answers: do the units of an RNN trained on many tasks form f
 modules (groups of units that serve the same tasks), and are those modules also anatomical,
 i.e. wired together and placed together? Sources: Yang et al. 2019 (Nature Neuroscience
 22:297), task-variance clustering; Liu, Gan & Tegmark 2023 (Entropy 26:41), brain-inspired
-modular training (BIMT). The method in ``docs/modularity.md``.
+modular training (BIMT); Liu, Khona, Fiete & Tegmark 2023 ("Growing brains",
+arXiv:2310.07711), BIMT on these tasks. The method in ``docs/modularity.md``.
 
 - :func:`task_variance` ``(model or store, tasks) -> [units, tasks]``: the variance of each
   unit's activity across trials at each time step, averaged over the steps after the
