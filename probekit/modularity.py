@@ -4,7 +4,8 @@ Which question this answers: do the units of an RNN trained on many tasks form f
 modules (groups of units that serve the same tasks), and are those modules also anatomical,
 i.e. wired together and placed together? Sources: Yang et al. 2019 (Nature Neuroscience
 22:297), task-variance clustering; Liu, Gan & Tegmark 2023 (Entropy 26:41), brain-inspired
-modular training (BIMT). The method in ``docs/modularity.md``.
+modular training (BIMT); Liu, Khona, Fiete & Tegmark 2023 ("Growing brains",
+arXiv:2310.07711), BIMT on these tasks. The method in ``docs/modularity.md``.
 
 - :func:`task_variance` ``(model or store, tasks) -> [units, tasks]``: the variance of each
   unit's activity across trials at each time step, averaged over the steps after the
@@ -57,10 +58,12 @@ from torch import Tensor
 
 from probekit.report.page import Rendered
 from probekit.stats.modularity import (
+    between_distance,
     grid_positions,
     locality,
     newman_modularity,
     symmetric_graph,
+    top_fraction,
     trial_variance,
     wiring_length,
     within_fraction,
@@ -79,12 +82,14 @@ __all__ = [
     "LesionResult",
     "TaskVariance",
     "anatomical",
+    "between_distance",
     "cluster",
     "grid_positions",
     "lesion",
     "locality",
     "newman_modularity",
     "task_variance",
+    "top_fraction",
     "trial_variance",
     "wiring_length",
     "within_fraction",
@@ -183,7 +188,9 @@ def task_variance(
         )
     check_choice("hook", hook, model.step_hook_names)
     names, columns = [], []
-    sets = cognitive.variance_trial_sets(tasks, n_trials, seed, noise, dtype=model.dtype)
+    sets = cognitive.variance_trial_sets(
+        tasks, n_trials, seed, noise, dtype=model.dtype, dt=cognitive.model_dt(model)
+    )
     with torch.no_grad():
         for task, trials in sets:
             _, cache = model.run_with_cache(trials.inputs, names_filter=hook)
@@ -475,7 +482,9 @@ def cluster(
 class AnatomicalResult(Rendered):
     """Anatomical modularity of the functional clusters, each metric against a label-shuffle
     null. ``summary`` holds ``Q``, ``within_fraction``, ``locality`` (with positions) and for
-    each ``<metric>_null_mean``, ``<metric>_null_std``, ``<metric>_z``, ``<metric>_p``."""
+    each ``<metric>_null_mean``, ``<metric>_null_std``, ``<metric>_z``, ``<metric>_p``; with
+    positions also ``locality_across`` (mean distance between units of different clusters) and
+    ``wiring_length`` (``sum |w| d / sum |w|`` over the kept units), which have no null."""
 
     observed: dict[str, float]
     null: dict[str, np.ndarray]
@@ -484,6 +493,7 @@ class AnatomicalResult(Rendered):
     units: np.ndarray
     positions: np.ndarray | None
     n_null: int
+    geometry: dict[str, float] = field(default_factory=dict)
     title: str = "Anatomical modularity of the functional clusters"
     description: str = (
         "Newman Q of the symmetrised |W_rec| (zero diagonal) under the functional labels, the "
@@ -513,7 +523,7 @@ class AnatomicalResult(Rendered):
                 f"{name}_z": z,
                 f"{name}_p": (1 + extreme) / (1 + self.n_null),
             }
-        return out
+        return out | self.geometry
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -599,9 +609,14 @@ def anatomical(
         "Q": newman_modularity(adjacency, shuffled).numpy(),
         "within_fraction": within_fraction(w, shuffled).numpy(),
     }
+    geometry: dict[str, float] = {}
     if pos is not None:
         observed["locality"] = float(locality(pos, lab))
         null["locality"] = locality(pos, shuffled).numpy()
+        geometry = {
+            "locality_across": float(between_distance(pos, lab)),
+            "wiring_length": float(wiring_length(w, pos)),
+        }
     return AnatomicalResult(
         observed=observed,
         null=null,
@@ -610,6 +625,7 @@ def anatomical(
         units=units.numpy(),
         positions=None if pos is None else pos.numpy(),
         n_null=n_null,
+        geometry=geometry,
     )
 
 
@@ -716,7 +732,9 @@ def lesion(
     gen = torch.Generator().manual_seed(seed)
     acc = np.zeros((n_cond, len(tasks)))
     for j, task in enumerate(tasks):
-        trials = cognitive.generate(task, n_trials, seed=gen, noise=noise, dtype=model.dtype)
+        trials = cognitive.generate(
+            task, n_trials, seed=gen, noise=noise, dtype=model.dtype, dt=cognitive.model_dt(model)
+        )
         x = trials.inputs.repeat(n_cond, 1, 1)
         unit_mask = masks.repeat_interleave(n_trials, dim=0)  # [n_cond * n_trials, H]
 
@@ -748,4 +766,5 @@ def _repeat_trials(trials: Any, n: int) -> Any:
         stim_on=trials.stim_on.repeat(n),
         direction=trials.direction.repeat(n),
         task_index=trials.task_index.repeat(n),
+        dt=trials.dt,
     )

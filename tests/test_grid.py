@@ -251,6 +251,20 @@ def test_one_spacing_with_orientations_spread_is_one_module_not_many():
     assert res.summary["orientation_sds"][0] > 10.0
 
 
+def test_one_or_no_grid_cell_makes_no_module_instead_of_failing():
+    pop = grid.synthetic_population(
+        modules=[(0.4, 7.0)], cells_per_module=1, n_place=3, n_band=0, n_random=2, seed=2
+    )
+    res = grid.modules(pop.ratemaps, extent=pop.extent)
+    assert res.summary["n_grid"] == 1 and res.summary["n_modules"] == 0
+    assert (res.frame["module"] == -1).all()
+    from probekit.stats.grid import cluster_modules
+
+    one = cluster_modules(np.array([0.4]), np.array([7.0]), 5, 5, 0.1, 0.1, 0)
+    assert one.tolist() == [-1]
+    assert cluster_modules(np.zeros(0), np.zeros(0), 5, 5, 0.1, 0.1, 0).shape == (0,)
+
+
 def test_modules_through_activations_and_shuffle_null():
     pop = grid.synthetic_population(
         modules=[(0.3, 10.0), (0.45, 40.0)],

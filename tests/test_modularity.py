@@ -187,7 +187,9 @@ def test_task_variance_matches_a_hand_computation():
     gen = torch.Generator().manual_seed(5)
     a = model.cfg.alpha
     for j, task in enumerate(tasks):
-        trials = cog.generate(task, 16, seed=gen, noise=0.0, fixed_timing=True, dtype=torch.float64)
+        trials = cog.generate(
+            task, 16, seed=gen, noise=0.0, fixed_timing=True, dtype=torch.float64, dt=20.0
+        )  # the model's own dt (20 ms): task_variance generates its trials at it
         x = trials.inputs
         h = torch.zeros(16, 12, dtype=torch.float64)
         states = []
@@ -209,7 +211,7 @@ def test_task_variance_from_a_store_opened_in_a_fresh_process_equals_the_live_mo
     model = _cog_model()
     tasks = ["go", "dm1", "dms"]  # three trial lengths: the shorter ones are padded
     live = mod.task_variance(model, tasks, n_trials=8, seed=5)
-    data = cog.variance_data(tasks, n_trials=8, seed=5, dtype=torch.float64)
+    data = cog.variance_data(tasks, n_trials=8, seed=5, dtype=torch.float64, dt=cog.model_dt(model))
     assert (
         data["tasks"] == tasks
         and data["extras"]["task_id"].tolist()

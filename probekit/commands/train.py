@@ -19,6 +19,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default=None, help="output directory (default checkpoints/NAME)")
     p.add_argument("--steps", type=int, default=None, help="override the training steps")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--device", default=None, help="train on this device (recipes that take one: grid-ssl)"
+    )
     p.set_defaults(handler=_run)
 
 
@@ -38,7 +41,16 @@ def _run(args: argparse.Namespace) -> int:
     except ImportError as err:
         raise UsageError(f"recipe {args.name!r} is not available in this install: {err}") from None
     out = Path(args.out) if args.out else REPO_ROOT / "checkpoints" / args.name
-    metrics = recipe(out, steps=args.steps, seed=args.seed)
+    extra = {}
+    if args.device is not None:
+        import inspect
+
+        from probekit.validation import resolve_device
+
+        if "device" not in inspect.signature(recipe).parameters:
+            raise UsageError(f"recipe {args.name!r} does not take --device")
+        extra["device"] = str(resolve_device(args.device))
+    metrics = recipe(out, steps=args.steps, seed=args.seed, **extra)
     print(f"wrote {out}")
     print(json.dumps(metrics, indent=2, default=str))
     return 0

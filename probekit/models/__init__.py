@@ -17,7 +17,9 @@ from typing import Any
 _LAZY = {
     "CheckpointError": ("probekit.fileio", "CheckpointError"),
     "HookedRNN": ("probekit.models.rnn", "HookedRNN"),
+    "HookedSSLGrid": ("probekit.models.ssl_grid", "HookedSSLGrid"),
     "RNNConfig": ("probekit.models.rnn", "RNNConfig"),
+    "SSLGridConfig": ("probekit.models.ssl_grid", "SSLGridConfig"),
     "Runner": ("probekit.models.runner", "Runner"),
     "fingerprint": ("probekit.models.fingerprint", "fingerprint"),
     "load": ("probekit.models.loading", "load"),
@@ -26,7 +28,7 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-_SUBMODULES = ("agreement", "fingerprint", "loading", "rnn", "runner")
+_SUBMODULES = ("agreement", "fingerprint", "loading", "rnn", "runner", "ssl_grid")
 
 
 def __getattr__(name: str) -> Any:

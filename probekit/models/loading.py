@@ -9,7 +9,8 @@ Accepted sources (the format is detected, never guessed from the name alone):
 - a legacy TransformerLens checkpoint directory (``config.json`` with HookedTransformerConfig
   fields, weights in HookedTransformer's key layout as ``model.safetensors`` or ``.pth``);
 - a nanoGPT ``ckpt.pt`` (a dict with ``model_args`` and ``model``), as a file or a directory;
-- a probekit RNN directory (``config.json`` with ``"format": "probekit-rnn"``);
+- a probekit RNN directory (``config.json`` with ``"format": "probekit-rnn"``, or
+  ``"probekit-ssl-grid"`` for :class:`probekit.models.ssl_grid.HookedSSLGrid`);
 - an ``nn.Module``: a Hugging Face ``PreTrainedModel``, ``nn.RNN``/``nn.GRU``/``nn.LSTM``,
   a ``HookedRNN`` or an existing bridge.
 """
@@ -99,6 +100,10 @@ def load(
         from probekit.models.rnn import HookedRNN
 
         return HookedRNN.from_dir(path, device=device, dtype=dtype)
+    if kind == "probekit-ssl-grid":
+        from probekit.models.ssl_grid import HookedSSLGrid
+
+        return HookedSSLGrid.from_dir(path, device=device, dtype=dtype)
     if kind == "hf":
         return _load_hf_dir(path, device, dtype, trust_pickle, strict)
     if kind == "tl-legacy":
@@ -110,7 +115,7 @@ def load(
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """One of ``"hf"``, ``"tl-legacy"``, ``"nanogpt"``, ``"probekit-rnn"``.
+    """One of ``"hf"``, ``"tl-legacy"``, ``"nanogpt"``, ``"probekit-rnn"``, ``"probekit-ssl-grid"``.
 
     Raises :class:`CheckpointError` naming the path and what was found otherwise.
     """
@@ -127,8 +132,8 @@ def detect_format(path: str | os.PathLike) -> str:
     config_path = path / "config.json"
     if config_path.is_file():
         config = read_json(config_path)
-        if config.get("format") == "probekit-rnn":
-            return "probekit-rnn"
+        if config.get("format") in ("probekit-rnn", "probekit-ssl-grid"):
+            return config["format"]
         if "model_type" in config:
             return "hf"
         if all(k in config for k in _TL_REQUIRED):

@@ -581,8 +581,8 @@ def cluster_modules(
     from sklearn.mixture import GaussianMixture
 
     n = len(spacing)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64)
+    if n < max(min_units, 2):  # too few grid cells for any module (and for a mixture fit)
+        return np.full(n, -1, dtype=np.int64)
     theta = np.radians(orientation) * 6
     feats = np.column_stack(
         [

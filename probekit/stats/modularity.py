@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "between_distance",
     "connection_cost",
     "distance_matrix",
     "grid_positions",
@@ -27,6 +28,7 @@ __all__ = [
     "newman_modularity",
     "one_hot",
     "symmetric_graph",
+    "top_fraction",
     "trial_variance",
     "wiring_length",
     "within_fraction",
@@ -96,6 +98,17 @@ def locality(positions: Tensor, labels: Tensor) -> Tensor:
     return total / pairs
 
 
+def between_distance(positions: Tensor, labels: Tensor) -> Tensor:
+    """Mean distance between the positions of two units of different clusters (``[n, d]``
+    positions; ``labels`` ``[n]`` or ``[batch, n]``); the across-cluster counterpart of
+    :func:`locality` (local modules: ``locality`` well below it)."""
+    d = torch.cdist(positions.double(), positions.double())
+    c = one_hot(labels.long(), int(labels.max()) + 1)
+    same = torch.einsum("...ik,...jk->...ij", c, c)
+    across = 1.0 - same
+    return (across * d).sum((-1, -2)) / across.sum((-1, -2))
+
+
 def grid_positions(n_units: int, columns: int | None = None) -> Tensor:
     """``[n_units, 2]`` float64 positions on a grid, row-major, spacing ``1 / (columns - 1)``.
 
@@ -127,3 +140,15 @@ def wiring_length(weights: Tensor, positions: Tensor) -> Tensor:
     BIMT's unit grid, 0 .. sqrt(2)); the diagonal has ``d = 0`` and adds only to the total."""
     w = weights.detach().double().abs()
     return (w * distance_matrix(positions)).sum() / w.sum()
+
+
+def top_fraction(weights: Tensor, fraction: float = 0.1) -> Tensor:
+    """Share of ``sum_ij |W_ij|`` carried by the strongest ``fraction`` of the entries of
+    ``weights [n, n]`` (float64 scalar; ``ceil(fraction * n^2)`` entries, diagonal included):
+    a sparsity measure, ``fraction`` for uniform weights and 1 when those entries hold all of
+    it. BIMT and L1 networks are compared at matched values of it (docs/modularity.md)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
+    w = weights.detach().double().abs().flatten()
+    k = math.ceil(fraction * w.numel())
+    return torch.topk(w, k).values.sum() / w.sum()

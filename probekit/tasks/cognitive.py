@@ -7,7 +7,8 @@ tasks are those of Yang, Joglekar, Song, Newsome & Wang
 written here from the published description (go / anti / decision making / matching families,
 each with reaction-time, delayed and context variants).
 
-Encoding (``dt`` = 20 ms per step):
+Encoding (``dt`` ms per step, default :data:`DT` = 100 ms; every duration below is in ms and is
+converted to steps with the ``dt`` a function is given, at least one step each):
 
 - inputs ``[batch, time, 53]``: ``0`` fixation (1 until the go cue), ``1..16`` ring of modality
   1, ``17..32`` ring of modality 2, ``33..52`` one-hot rule (the task's index in :data:`TASKS`).
@@ -22,16 +23,19 @@ Encoding (``dt`` = 20 ms per step):
   ``angle(sum_k y_k exp(i theta_k))``.
 - cost mask ``[batch, time, 17]``: weight 1 before the go cue, 0 during the first 100 ms after
   it (grace period), 5 afterwards; the fixation output's weight is doubled.
+- reaction-time tasks (RT Go, RT Anti): the fixation input never goes off; the go cue is the
+  stimulus onset, so the network must hold fixation until a stimulus appears and then answer.
 
 A trial is correct (:func:`performance`) when the fixation output stays above 0.5 at every step
 before the go cue and, at the last step, either the fixation output is below 0.5 and the decoded
 direction lies within ``pi / 10`` of the target (a response trial), or the fixation output is
 still above 0.5 (a trial whose answer is to keep fixating).
 
-Epoch durations (steps; uniform integers, or their midpoints with ``fixed_timing=True``):
-fixation 5-10, stimulus 10-20 (tasks whose stimulus stays on), brief stimulus 6-10 (delay and
-matching tasks), delay 8-20, response 15. Shorter than the original's (which run ~1-3 s) so that
-a CPU can train on all 20 tasks.
+Epoch durations (:data:`DURATIONS_MS`, ms; each drawn as a uniform whole number of steps
+between the bounds converted to steps, or their midpoint with ``fixed_timing=True``):
+fixation 200-500, stimulus 300-700 (tasks whose stimulus stays on), brief stimulus 200-400
+(delay and matching tasks), delay 200-800, response 500. Shorter than the original's (which run
+~1-3 s) so that a CPU can train on all 20 tasks; at dt = 100 ms the longest trial is 34 steps.
 
 Example::
 
@@ -126,16 +130,23 @@ N_RING = 16
 N_RULE = len(TASKS)
 N_INPUT = 1 + 2 * N_RING + N_RULE  # 53
 N_OUTPUT = 1 + N_RING  # 17
-DT = 20.0  # ms per step
+#: default ms per step (neurogym's dt; a model's own ``cfg.dt`` wins, see :func:`model_dt`)
+DT = 100.0
+#: epoch durations in ms: (low, high) drawn per trial, or one fixed value
+DURATIONS_MS: dict[str, tuple[float, float]] = {
+    "fix": (200.0, 500.0),
+    "stim": (300.0, 700.0),
+    "brief": (200.0, 400.0),
+    "delay": (200.0, 800.0),
+}
+RESPONSE_MS = 500.0  # the response epoch after the (latest) go cue
+GRACE_MS = 100.0  # after the go cue, ignored by the cost
 RING_SIGMA = 2 * math.pi / N_RING
 FIX_ON, FIX_OFF = 0.85, 0.05
 RING_BASE, RING_PEAK = 0.05, 0.8
 TOLERANCE = math.pi / 10
-GRACE_STEPS = 5  # 100 ms after the go cue that the cost ignores
-N_RESPONSE = 15  # steps of the response epoch
 PREFERRED = torch.arange(N_RING, dtype=torch.float64) * (2 * math.pi / N_RING)
 
-_DUR = {"fix": (5, 10), "stim": (10, 20), "brief": (6, 10), "delay": (8, 20)}
 _COHERENCES = (0.08, 0.16, 0.32)
 
 
@@ -153,6 +164,7 @@ class Trials:
         direction: ``[batch]`` float, the correct response direction (radians; NaN when the
             right answer is to keep fixating).
         task_index: ``[batch]`` long, index of each trial's task in :data:`TASKS`.
+        dt: ms per step the trials were generated with.
     """
 
     task: str
@@ -163,6 +175,7 @@ class Trials:
     stim_on: Tensor
     direction: Tensor
     task_index: Tensor
+    dt: float = DT
 
     @property
     def respond(self) -> Tensor:
@@ -195,14 +208,30 @@ def decode_direction(ring: Tensor) -> Tensor:
     return torch.remainder(torch.atan2(y, x), 2 * math.pi)
 
 
+def to_steps(ms: float, dt: float) -> int:
+    """A duration in ms as a whole number of ``dt``-ms steps (rounded, at least 1)."""
+    return max(1, round(ms / dt))
+
+
+def _step_range(kind: str, dt: float) -> tuple[int, int]:
+    lo, hi = DURATIONS_MS[kind]
+    return to_steps(lo, dt), to_steps(hi, dt)
+
+
+def _check_dt(dt: float) -> float:
+    if not isinstance(dt, (int, float)) or not 0 < dt <= 500:
+        raise ValueError(f"dt must be a number of ms in (0, 500], got {dt!r}")
+    return float(dt)
+
+
 class _Draw:
     """Random draws of one batch, all from one generator (or midpoints for fixed timing)."""
 
-    def __init__(self, n: int, gen: torch.Generator, fixed_timing: bool) -> None:
-        self.n, self.gen, self.fixed = n, gen, fixed_timing
+    def __init__(self, n: int, gen: torch.Generator, fixed_timing: bool, dt: float) -> None:
+        self.n, self.gen, self.fixed, self.dt = n, gen, fixed_timing, dt
 
     def dur(self, kind: str) -> Tensor:
-        lo, hi = _DUR[kind]
+        lo, hi = _step_range(kind, self.dt)
         if self.fixed:
             return torch.full((self.n,), (lo + hi) // 2, dtype=torch.long)
         return torch.randint(lo, hi + 1, (self.n,), generator=self.gen)
@@ -223,115 +252,158 @@ class _Draw:
         return torch.tensor(_COHERENCES, dtype=torch.float64)[idx] * sign
 
 
+_NEVER = 10**6  # an "off" time past any trial's end: the stimulus stays on
+N_SLOTS = 4  # stimuli per trial at most (two directions x two modalities, context DM)
+
+
+def _in(index: Tensor, names: Sequence[str]) -> Tensor:
+    """``[n]`` bool: whether each trial's task (``index`` into :data:`TASKS`) is in ``names``."""
+    wanted = torch.tensor([TASKS.index(t) for t in names], dtype=torch.long)
+    return (index[:, None] == wanted[None, :]).any(1)
+
+
 @dataclass
 class _Plan:
-    """What one task's trials contain: stimuli, go cue, whether fixation input stays on."""
+    """What each trial contains: up to :data:`N_SLOTS` stimuli (``[n, slots]`` each; an unused
+    slot has strength 0), go cue, target direction, first stimulus step, whether the fixation
+    input stays on (reaction-time tasks)."""
 
-    stimuli: list[tuple[Tensor, Tensor, Tensor, Tensor, Tensor]]  # modality, dir, strength, on, off
-    go: Tensor
-    direction: Tensor
-    stim_on: Tensor
-    fixation_stays: bool = False  # reaction-time tasks: the fixation input never goes off
+    modality: Tensor  # [n, slots] long, 0 or 1
+    theta: Tensor  # [n, slots] float64
+    strength: Tensor  # [n, slots] float64
+    on: Tensor  # [n, slots] long
+    off: Tensor  # [n, slots] long
+    go: Tensor  # [n] long
+    direction: Tensor  # [n] float64, NaN: keep fixating
+    stim_on: Tensor  # [n] long
+    fixation_stays: Tensor  # [n] bool
 
 
-_NEVER = 10**6  # an "off" time past any trial's end: the stimulus stays on
+def _plan(index: Tensor, r: _Draw) -> _Plan:
+    """Every trial's plan, vectorised over a batch of mixed tasks (``index [n]`` into TASKS).
 
+    All random quantities are drawn for every trial (so a trial's draws do not depend on its
+    neighbours' tasks); each family then picks what it uses:
 
-def _plan_go(task: str, r: _Draw) -> _Plan:
+    - go / anti (Go, RT Go, Dly Go and the Anti versions): one stimulus at ``theta`` in a random
+      modality; the target is ``theta`` (go) or ``theta + pi`` (anti). Plain: the stimulus stays
+      on, go after ``stim``; RT: go = stimulus onset and the fixation input stays on; Dly: a
+      brief stimulus, then a delay, then go.
+    - decision making (DM 1/2, Ctx DM 1/2, MultSen DM and their delayed versions): two
+      directions ``theta1``, ``theta2 = theta1 + U(pi/2, 3pi/2)`` with strengths
+      ``gain (1 +- c_m)`` in modality ``m``; DM 1/2 show only modality 1/2, Ctx DM both with
+      independent coherences (answer by the attended one), MultSen both with coherences
+      ``total (1 +- split)`` (answer by their sum, ``total``). Target: the stronger direction.
+      Undelayed: both stay on from stimulus onset, go after ``stim``; delayed: ``theta1`` brief,
+      delay, ``theta2`` brief, delay, go.
+    - matching (DMS, DNMS, DMC, DNMC): a brief first stimulus, a delay, then a second one in the
+      same modality that stays on; match means the same direction (DMS, DNMS; a non-match is
+      ``U(pi/2, 3pi/2)`` away) or the same half circle ``[0, pi)`` / ``[pi, 2 pi)`` (DMC, DNMC).
+      DMS and DMC answer a match (towards the second stimulus) and fixate on a non-match; DNMS
+      and DNMC the reverse. Go comes ``brief`` after the second onset.
+    """
+    n = len(index)
     modality = r.coin().long()
     theta = r.angle()
-    fix = r.dur("fix")
-    ones = torch.ones(r.n, dtype=torch.float64)
-    target = theta + math.pi if "anti" in task else theta
-    if task.startswith("rt"):
-        stim = (modality, theta, ones, fix, torch.full_like(fix, _NEVER))
-        return _Plan([stim], go=fix, direction=target, stim_on=fix, fixation_stays=True)
-    if task.startswith("dly"):
-        off = fix + r.dur("brief")
-        stim = (modality, theta, ones, fix, off)
-        return _Plan([stim], go=off + r.dur("delay"), direction=target, stim_on=fix)
-    stim = (modality, theta, ones, fix, torch.full_like(fix, _NEVER))
-    return _Plan([stim], go=fix + r.dur("stim"), direction=target, stim_on=fix)
-
-
-def _two_choices(r: _Draw) -> tuple[Tensor, Tensor]:
-    theta1 = r.angle()
-    return theta1, theta1 + r.uniform(0.5 * math.pi, 1.5 * math.pi)
-
-
-def _plan_dm(task: str, r: _Draw) -> _Plan:
-    """Two stimuli, respond to the stronger (in one modality, the attended one, or summed)."""
-    theta1, theta2 = _two_choices(r)
+    offset = r.uniform(0.5 * math.pi, 1.5 * math.pi)
     gain = r.uniform(0.8, 1.2)
-    if task.startswith("multi"):
-        total = r.coherence()
-        split = r.uniform(-1.5, 1.5)
-        coh = (total * (1 + split), total * (1 - split))  # may disagree; their sum never is 0
-        decide = total
-    else:
-        coh = (r.coherence(), r.coherence())
-        decide = coh[int(task[-1]) - 1]
-    if task in ("dm1", "dm2", "dlydm1", "dlydm2"):
-        modalities = (int(task[-1]) - 1,)
-    else:
-        modalities = (0, 1)
-    fix = r.dur("fix")
-    delayed = "dly" in task
-    if delayed:
-        on1, off1 = fix, fix + r.dur("brief")
-        on2 = off1 + r.dur("delay")
-        off2 = on2 + r.dur("brief")
-        go = off2 + r.dur("delay")
-    else:
-        on1 = on2 = fix
-        off1 = off2 = torch.full_like(fix, _NEVER)
-        go = fix + r.dur("stim")
-    stimuli = []
-    for m in modalities:
-        mod = torch.full((r.n,), m, dtype=torch.long)
-        stimuli.append((mod, theta1, gain * (1 + coh[m]), on1, off1))
-        stimuli.append((mod, theta2, gain * (1 - coh[m]), on2, off2))
-    target = torch.where(decide > 0, theta1, theta2)
-    return _Plan(stimuli, go=go, direction=target, stim_on=fix)
-
-
-def _category(theta: Tensor) -> Tensor:
-    return (torch.remainder(theta, 2 * math.pi) >= math.pi).long()
-
-
-def _plan_match(task: str, r: _Draw) -> _Plan:
-    """Stimulus, delay, second stimulus: match (same direction / category) or not."""
-    modality = r.coin().long()
-    theta1 = r.angle()
+    coh = torch.stack([r.coherence(), r.coherence()], dim=1)  # [n, 2] per modality
+    total = r.coherence()
+    split = r.uniform(-1.5, 1.5)
     match = r.coin()
-    if task in ("dms", "dnms"):
-        theta2 = torch.where(match, theta1, theta1 + r.uniform(0.5 * math.pi, 1.5 * math.pi))
-    else:  # category: the half-circle [0, pi) or [pi, 2 pi)
-        half = r.uniform(0.0, math.pi)
-        same = _category(theta1) == 0
-        # match: the same half as theta1; non-match: the other half
-        lower = torch.where(match, same, ~same)
-        theta2 = torch.where(lower, half, half + math.pi)
-    respond = match if task in ("dms", "dmc") else ~match
-    fix = r.dur("fix")
-    off1 = fix + r.dur("brief")
-    on2 = off1 + r.dur("delay")
-    ones = torch.ones(r.n, dtype=torch.float64)
-    stimuli = [
-        (modality, theta1, ones, fix, off1),
-        (modality, theta2, ones, on2, torch.full_like(fix, _NEVER)),
+    half = r.uniform(0.0, math.pi)
+    fix, stim = r.dur("fix"), r.dur("stim")
+    brief1, brief2 = r.dur("brief"), r.dur("brief")
+    delay1, delay2 = r.dur("delay"), r.dur("delay")
+    never = torch.full((n,), _NEVER, dtype=torch.long)
+    ones, zeros = torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+
+    family_go = _in(index, ("go", "rtgo", "dlygo", "anti", "rtanti", "dlyanti"))
+    family_dm = _in(index, [t for t in TASKS if TASK_FAMILIES[t] in ("dm", "dlydm")])
+    rt = _in(index, ("rtgo", "rtanti"))
+    delayed = _in(index, ("dlygo", "dlyanti", "dlydm1", "dlydm2", "ctxdlydm1", "ctxdlydm2"))
+    delayed |= _in(index, ("multidlydm",))
+
+    # --- go / anti: slot 0 only
+    go_go = torch.where(rt, fix, torch.where(delayed, fix + brief1 + delay1, fix + stim))
+    go_off = torch.where(delayed, fix + brief1, never)
+    go_target = theta + math.pi * _in(index, ("anti", "rtanti", "dlyanti")).double()
+
+    # --- decision making: slots (m0, theta1), (m0, theta2), (m1, theta1), (m1, theta2)
+    theta2_dm = theta + offset
+    multi = _in(index, ("multidm", "multidlydm"))
+    coh_dm = torch.where(
+        multi[:, None], total[:, None] * (1 + torch.stack([split, -split], 1)), coh
+    )
+    second = _in(index, ("dm2", "ctxdm2", "dlydm2", "ctxdlydm2"))
+    decide = torch.where(multi, total, torch.where(second, coh[:, 1], coh[:, 0]))
+    only0 = _in(index, ("dm1", "dlydm1"))
+    only1 = _in(index, ("dm2", "dlydm2"))
+    shown = torch.stack([~only1, ~only0], dim=1).double()  # [n, 2] modality on
+    dm_on1 = fix
+    dm_off1 = torch.where(delayed, fix + brief1, never)
+    dm_on2 = torch.where(delayed, fix + brief1 + delay1, fix)
+    dm_off2 = torch.where(delayed, dm_on2 + brief2, never)
+    dm_go = torch.where(delayed, dm_off2 + delay2, fix + stim)
+    dm_target = torch.where(decide > 0, theta, theta2_dm)
+
+    # --- matching: slot 0 the first stimulus, slot 1 the second
+    category = _in(index, ("dmc", "dnmc"))
+    lower1 = torch.remainder(theta, 2 * math.pi) < math.pi
+    lower2 = torch.where(match, lower1, ~lower1)
+    theta2_cat = torch.where(lower2, half, half + math.pi)
+    theta2_dir = torch.where(match, theta, theta + offset)
+    theta2_match = torch.where(category, theta2_cat, theta2_dir)
+    respond = torch.where(_in(index, ("dms", "dmc")), match, ~match)
+    m_off1 = fix + brief1
+    m_on2 = m_off1 + delay1
+    m_go = m_on2 + brief2
+    m_target = torch.where(respond, theta2_match, torch.full_like(theta, math.nan))
+
+    def pick(go_value: Tensor, dm_value: Tensor, match_value: Tensor) -> Tensor:
+        return torch.where(family_go, go_value, torch.where(family_dm, dm_value, match_value))
+
+    # stimulus slots, [n] each, then stacked to [n, 4]
+    mod0, mod1 = torch.zeros_like(modality), torch.ones_like(modality)
+    slots = [
+        # (modality, theta, strength, on, off)
+        (
+            pick(modality, mod0, modality),
+            theta,
+            pick(ones, gain * (1 + coh_dm[:, 0]) * shown[:, 0], ones),
+            fix,
+            pick(go_off, dm_off1, m_off1),
+        ),
+        (
+            pick(modality, mod0, modality),
+            pick(theta, theta2_dm, theta2_match),
+            pick(zeros, gain * (1 - coh_dm[:, 0]) * shown[:, 0], ones),
+            pick(fix, dm_on2, m_on2),
+            pick(never, dm_off2, never),
+        ),
+        (mod1, theta, pick(zeros, gain * (1 + coh_dm[:, 1]) * shown[:, 1], zeros), dm_on1, dm_off1),
+        (
+            mod1,
+            theta2_dm,
+            pick(zeros, gain * (1 - coh_dm[:, 1]) * shown[:, 1], zeros),
+            dm_on2,
+            dm_off2,
+        ),
     ]
-    target = torch.where(respond, theta2, torch.full_like(theta2, math.nan))
-    return _Plan(stimuli, go=on2 + r.dur("brief"), direction=target, stim_on=fix)
-
-
-def _plan(task: str, r: _Draw) -> _Plan:
-    family = TASK_FAMILIES[task]
-    if family in ("go", "anti"):
-        return _plan_go(task, r)
-    if family in ("dm", "dlydm"):
-        return _plan_dm(task, r)
-    return _plan_match(task, r)
+    modality_s, theta_s, strength_s, on_s, off_s = (
+        torch.stack([slot[i] for slot in slots], dim=1) for i in range(5)
+    )
+    return _Plan(
+        modality=modality_s,
+        theta=theta_s,
+        strength=strength_s,
+        on=on_s,
+        off=off_s,
+        go=pick(go_go, dm_go, m_go),
+        direction=pick(go_target, dm_target, m_target),
+        stim_on=fix,
+        fixation_stays=rt,
+    )
 
 
 def _check_task(task: str) -> int:
@@ -340,10 +412,13 @@ def _check_task(task: str) -> int:
     return TASKS.index(task)
 
 
-def min_steps(task: str, fixed_timing: bool = False) -> int:
-    """The most steps any trial of ``task`` needs (go cue at its latest + the response epoch)."""
+def min_steps(task: str, fixed_timing: bool = False, dt: float = DT) -> int:
+    """The most steps any trial of ``task`` needs (go cue at its latest + the response epoch)
+    at ``dt`` ms per step."""
     _check_task(task)
-    hi = {k: ((lo + h) // 2 if fixed_timing else h) for k, (lo, h) in _DUR.items()}
+    dt = _check_dt(dt)
+    ranges = {k: _step_range(k, dt) for k in DURATIONS_MS}
+    hi = {k: ((lo + h) // 2 if fixed_timing else h) for k, (lo, h) in ranges.items()}
     family = TASK_FAMILIES[task]
     if family in ("go", "anti"):
         pre = hi["fix"] + (
@@ -359,7 +434,64 @@ def min_steps(task: str, fixed_timing: bool = False) -> int:
         pre = hi["fix"] + 2 * hi["brief"] + 2 * hi["delay"]
     else:
         pre = hi["fix"] + 2 * hi["brief"] + hi["delay"]
-    return pre + N_RESPONSE
+    return pre + to_steps(RESPONSE_MS, dt)
+
+
+def _build(
+    index: Tensor,
+    *,
+    task: str,
+    gen: torch.Generator,
+    noise: float,
+    fixed_timing: bool,
+    n_steps: int,
+    dtype: torch.dtype,
+    dt: float,
+) -> Trials:
+    """Trials of the tasks ``index [n]`` (mixed freely), every tensor built for the whole batch."""
+    batch_size = len(index)
+    plan = _plan(index, _Draw(batch_size, gen, fixed_timing, dt))
+    t = torch.arange(n_steps)
+
+    inputs = torch.zeros(batch_size, n_steps, N_INPUT, dtype=dtype)
+    before_go = t[None, :] < plan.go[:, None]  # [B, T]
+    inputs[:, :, 0] = (before_go | plan.fixation_stays[:, None]).to(dtype)
+    # stimuli: [B, slots, T] windows times [B, slots, 16] tuning, summed into each modality
+    window = (t[None, None, :] >= plan.on[:, :, None]) & (t[None, None, :] < plan.off[:, :, None])
+    bumps = ring_bump(plan.theta.flatten()).view(batch_size, N_SLOTS, N_RING)
+    drive = (plan.strength[:, :, None] * bumps).to(dtype)  # [B, S, 16]
+    which = F.one_hot(plan.modality, 2).to(dtype)  # [B, S, 2]
+    rings = torch.einsum("bst,bsm,bsk->btmk", window.to(dtype), which, drive)
+    inputs[:, :, 1 : 1 + 2 * N_RING] = rings.reshape(batch_size, n_steps, 2 * N_RING)
+    inputs[torch.arange(batch_size), :, 1 + 2 * N_RING + index] = 1.0
+    if noise > 0:
+        inputs += noise * torch.randn(inputs.shape, generator=gen, dtype=dtype)
+
+    after_go = ~before_go
+    respond = ~torch.isnan(plan.direction)
+    targets = torch.full((batch_size, n_steps, N_OUTPUT), RING_BASE, dtype=dtype)
+    show = after_go & respond[:, None]
+    targets[:, :, 0] = torch.where(show, FIX_OFF, FIX_ON)
+    bump = (RING_BASE + RING_PEAK * ring_bump(torch.nan_to_num(plan.direction))).to(dtype)
+    targets[:, :, 1:] = torch.where(show[:, :, None], bump[:, None, :], RING_BASE)
+
+    grace_steps = round(GRACE_MS / dt)
+    grace = after_go & (t[None, :] < plan.go[:, None] + grace_steps)
+    weight = torch.where(after_go, 5.0, 1.0).masked_fill(grace, 0.0)  # [B, T]
+    mask = weight[:, :, None].expand(-1, -1, N_OUTPUT).clone()
+    mask[:, :, 0] *= 2.0
+
+    return Trials(
+        task=task,
+        inputs=inputs,
+        targets=targets,
+        mask=mask.to(dtype),
+        go=plan.go.clone(),
+        stim_on=plan.stim_on.clone(),
+        direction=torch.remainder(plan.direction, 2 * math.pi),
+        task_index=index.clone(),
+        dt=dt,
+    )
 
 
 def generate(
@@ -371,6 +503,7 @@ def generate(
     fixed_timing: bool = False,
     n_steps: int | None = None,
     dtype: torch.dtype = torch.float32,
+    dt: float = DT,
 ) -> Trials:
     """A batch of trials of one task.
 
@@ -384,6 +517,7 @@ def generate(
         n_steps: total steps (default :func:`min_steps`); the response epoch runs from the go
             cue to the end, so a longer trial only lengthens it.
         dtype: dtype of inputs, targets and mask.
+        dt: ms per step; every epoch duration (ms) is converted with it.
 
     Returns:
         :class:`Trials` with inputs ``[batch, time, 53]`` and targets / mask ``[batch, time, 17]``.
@@ -392,56 +526,22 @@ def generate(
     check_positive_int("batch_size", batch_size)
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
-    need = min_steps(task, fixed_timing)
+    dt = _check_dt(dt)
+    need = min_steps(task, fixed_timing, dt)
     if n_steps is None:
         n_steps = need
     elif n_steps < need:
         raise ValueError(f"n_steps must be >= {need} for task {task!r}, got {n_steps}")
-    gen = as_generator(seed)
-    r = _Draw(batch_size, gen, fixed_timing)
-    plan = _plan(task, r)
-    t = torch.arange(n_steps)
-
-    inputs = torch.zeros(batch_size, n_steps, N_INPUT, dtype=dtype)
-    if plan.fixation_stays:
-        inputs[:, :, 0] = 1.0
-    else:
-        inputs[:, :, 0] = (t[None, :] < plan.go[:, None]).to(dtype)
-    for modality, theta, strength, on, off in plan.stimuli:
-        window = ((t[None, :] >= on[:, None]) & (t[None, :] < off[:, None])).to(dtype)  # [B, T]
-        drive = (strength[:, None] * ring_bump(theta)).to(dtype)  # [B, 16]
-        ring = window[:, :, None] * drive[:, None, :]  # [B, T, 16]
-        first = 1 + modality * N_RING  # [B]
-        cols = first[:, None] + torch.arange(N_RING)[None, :]  # [B, 16]
-        inputs.scatter_add_(2, cols[:, None, :].expand(-1, n_steps, -1), ring)
-    inputs[:, :, 1 + 2 * N_RING + index] = 1.0
-    if noise > 0:
-        inputs += noise * torch.randn(inputs.shape, generator=gen, dtype=dtype)
-
-    after_go = t[None, :] >= plan.go[:, None]  # [B, T]
-    respond = ~torch.isnan(plan.direction)
-    targets = torch.full((batch_size, n_steps, N_OUTPUT), RING_BASE, dtype=dtype)
-    fix_target = torch.where(after_go & respond[:, None], FIX_OFF, FIX_ON)
-    targets[:, :, 0] = fix_target
-    bump = (RING_BASE + RING_PEAK * ring_bump(torch.nan_to_num(plan.direction))).to(dtype)
-    show = (after_go & respond[:, None]).to(dtype)[:, :, None]
-    targets[:, :, 1:] = show * bump[:, None, :] + (1 - show) * RING_BASE
-
-    grace = (t[None, :] >= plan.go[:, None]) & (t[None, :] < plan.go[:, None] + GRACE_STEPS)
-    weight = torch.where(after_go, 5.0, 1.0).masked_fill(grace, 0.0)  # [B, T]
-    mask = weight[:, :, None].expand(-1, -1, N_OUTPUT).clone()
-    mask[:, :, 0] *= 2.0
-
-    direction = torch.remainder(plan.direction, 2 * math.pi)
-    return Trials(
+    tasks = torch.full((batch_size,), index, dtype=torch.long)
+    return _build(
+        tasks,
         task=task,
-        inputs=inputs,
-        targets=targets,
-        mask=mask.to(dtype),
-        go=plan.go.clone(),
-        stim_on=plan.stim_on.clone(),
-        direction=direction,
-        task_index=torch.full((batch_size,), index, dtype=torch.long),
+        gen=as_generator(seed),
+        noise=noise,
+        fixed_timing=fixed_timing,
+        n_steps=n_steps,
+        dtype=dtype,
+        dt=dt,
     )
 
 
@@ -452,24 +552,36 @@ def mixed(
     seed: int | torch.Generator = 0,
     noise: float = 0.05,
     dtype: torch.dtype = torch.float32,
+    dt: float = DT,
 ) -> Trials:
-    """``per_task`` trials of each task in ``tasks``, padded to one length (the longest task's),
-    concatenated in task order (for training on all tasks in one batch)."""
+    """``per_task`` trials of each task in ``tasks`` in one batch (for training on all tasks at
+    once), task by task in the order given, padded to the longest task's length; generated in
+    one vectorised pass (:func:`generate` uses the same code for one task)."""
     if not tasks:
         raise ValueError("tasks must name at least one task")
-    gen = as_generator(seed)
-    n_steps = max(min_steps(task) for task in tasks)
-    parts = [
-        generate(task, per_task, seed=gen, noise=noise, n_steps=n_steps, dtype=dtype)
-        for task in tasks
-    ]
-    return Trials(
+    check_positive_int("per_task", per_task)
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
+    dt = _check_dt(dt)
+    index = torch.tensor([_check_task(t) for t in tasks], dtype=torch.long)
+    return _build(
+        index.repeat_interleave(per_task),
         task="mixed",
-        **{
-            name: torch.cat([getattr(p, name) for p in parts])
-            for name in ("inputs", "targets", "mask", "go", "stim_on", "direction", "task_index")
-        },
+        gen=as_generator(seed),
+        noise=noise,
+        fixed_timing=False,
+        n_steps=max(min_steps(task, dt=dt) for task in tasks),
+        dtype=dtype,
+        dt=dt,
     )
+
+
+def model_dt(model: Any) -> float:
+    """The ms per step to generate trials for ``model`` with: a ctrnn's ``cfg.dt``, else
+    :data:`DT` (discrete-time RNNs have no time step of their own)."""
+    cfg = getattr(model, "cfg", None)
+    dt = getattr(cfg, "dt", None) if getattr(cfg, "kind", None) == "ctrnn" else None
+    return DT if dt is None else float(dt)
 
 
 def performance(outputs: Tensor, trials: Trials) -> Tensor:
@@ -544,20 +656,22 @@ def evaluate(
     seed: int = 12345,
     noise: float = 0.05,
     fwd_hooks: list | None = None,
+    dt: float | None = None,
 ) -> dict[str, float]:
     """Accuracy (:func:`accuracy`) of ``model`` on ``n_trials`` fresh trials of each task.
 
-    The trials of every task come from one generator seeded with ``seed``, in task order; no
-    gradient. ``fwd_hooks`` (``[(hook name, fn)]``) run through ``model.run_with_hooks``;
+    The trials of every task come from one generator seeded with ``seed``, in task order, at
+    ``dt`` ms per step (default the model's own, :func:`model_dt`); no gradient. ``fwd_hooks`` (``[(hook name, fn)]``) run through ``model.run_with_hooks``;
     without them a yang2019 ctrnn runs through :func:`ctrnn_forward`, any other RNN through
     ``model(x)``.
     """
     check_positive_int("n_trials", n_trials)
+    dt = model_dt(model) if dt is None else dt
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, float] = {}
     with torch.no_grad():
         for task in tasks:
-            trials = generate(task, n_trials, seed=gen, noise=noise, dtype=model.dtype)
+            trials = generate(task, n_trials, seed=gen, noise=noise, dtype=model.dtype, dt=dt)
             if fwd_hooks:
                 y = model.run_with_hooks(trials.inputs, fwd_hooks=fwd_hooks)
             elif model.kind == "ctrnn" and model.cfg.convention == "yang2019":
@@ -577,11 +691,13 @@ def variance_trial_sets(
     seed: int | torch.Generator = 0,
     noise: float = 0.0,
     dtype: torch.dtype = torch.float32,
+    dt: float = DT,
 ) -> Iterator[tuple[str, Trials]]:
     """``(task, trials)`` for each task: the trials task variance is measured on.
 
     ``n_trials`` trials per task with fixed epoch timing (every step compares like epochs across
-    trials), all tasks drawn in order from one generator seeded with ``seed``.
+    trials), all tasks drawn in order from one generator seeded with ``seed``, at ``dt`` ms per
+    step.
     """
     tasks = list(TASKS if tasks is None else tasks)
     if not tasks:
@@ -589,7 +705,10 @@ def variance_trial_sets(
     check_int("n_trials", n_trials, low=2)
     gen = as_generator(seed)
     for task in tasks:
-        yield task, generate(task, n_trials, seed=gen, noise=noise, fixed_timing=True, dtype=dtype)
+        yield (
+            task,
+            generate(task, n_trials, seed=gen, noise=noise, fixed_timing=True, dtype=dtype, dt=dt),
+        )
 
 
 def variance_steps(trials: Trials) -> Tensor:
@@ -607,8 +726,10 @@ def variance_data(
     seed: int | torch.Generator = 0,
     noise: float = 0.0,
     dtype: torch.dtype = torch.float32,
+    dt: float = DT,
 ) -> dict[str, Any]:
-    """The trials of :func:`variance_trial_sets` as one batch for ``pk.cache``, with extras.
+    """The trials of :func:`variance_trial_sets` as one batch for ``pk.cache``, with extras
+    (``dt``: ms per step, the model's own, :func:`model_dt`).
 
     Returns ``{"inputs": [N, T, 53], "extras": {"task_id": [N] long (index in TASKS),
     "step_mask": [N, T] bool (the steps task variance averages over)}, "tasks": [...]}``, tasks
@@ -618,7 +739,7 @@ def variance_data(
     ``pk.cache(model, data["inputs"], "hook_hidden", extras=data["extras"], dtype=None)`` gives
     the numbers ``task_variance(model)`` gives with the same arguments.
     """
-    sets = list(variance_trial_sets(tasks, n_trials, seed, noise, dtype))
+    sets = list(variance_trial_sets(tasks, n_trials, seed, noise, dtype, dt))
     length = max(trials.n_steps for _, trials in sets)
     inputs, task_id, step_mask = [], [], []
     for task, trials in sets:

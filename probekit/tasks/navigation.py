@@ -26,6 +26,12 @@ data for that question, in the form used by Sorscher et al. (2019/2023) and Bani
   fresh trajectories, :func:`rollout_data` gives its inputs, initial states and per-item
   extras (positions, start, target), and :func:`cache_rollout` writes the rollout's hidden
   states to an activation store with those extras, so ``pk.grid`` can work from the store.
+- the self-supervised framework of Schaeffer et al. (NeurIPS 2023), no position target:
+  :func:`ssl_batch` (one velocity sequence and random permutations of it: same start and end,
+  many crossings), the losses :func:`ssl_separation_loss`, :func:`ssl_invariance_loss`,
+  :func:`ssl_capacity_loss`, :func:`ssl_conformal_loss` (all in :func:`ssl_losses`) and the
+  network :func:`ssl_grid_network` (:class:`probekit.models.ssl_grid.HookedSSLGrid`); the
+  rollout functions above run it too (``grid-ssl``).
 
 Example::
 
@@ -238,6 +244,235 @@ def decode_position(code: torch.Tensor, centers: torch.Tensor, k: int = 3) -> to
     return centers.to(code)[idx].mean(dim=-2)
 
 
+# ----------------------------------------------------------------------------- the SSL framework
+# Schaeffer, Khona, Ma, Eyzaguirre, Koyejo, Fiete (NeurIPS 2023): no position target; a batch is
+# one velocity sequence and random permutations of it, and four losses on the network's states.
+
+#: The source's settings: speed bound per component (m/step), sequence length, permutations,
+#: loss scales and weights.
+SSL_MAX_SPEED = 0.15
+SSL_STEPS = 60
+SSL_PERMUTATIONS = 130
+SSL_SIGMA_X = 0.05
+SSL_SIGMA_G = 0.4
+SSL_MIN_SPEED = 0.02
+SSL_ROLLOUT_PERMUTATIONS = 50
+SSL_WEIGHTS = {"separation": 1.0, "invariance": 0.1, "capacity": 0.5, "conformal": 1.0}
+
+
+class SSLBatch(NamedTuple):
+    """One step's data of the self-supervised framework.
+
+    Attributes:
+        velocity: ``[T, 2]`` the one velocity sequence (m per step).
+        order: ``[B, T]`` long, a permutation of ``0..T-1`` per row: step ``t`` of trajectory
+            ``b`` moves by ``velocity[order[b, t]]``.
+        positions: ``[B, T, 2]`` position after each step, ``start + cumsum(velocity[order])``;
+            every row starts at ``start`` and ends at ``start + velocity.sum(0)``.
+        start: ``[2]`` the common start position.
+    """
+
+    velocity: torch.Tensor
+    order: torch.Tensor
+    positions: torch.Tensor
+    start: torch.Tensor
+
+
+def ssl_velocities(
+    n: int,
+    steps: int = SSL_STEPS,
+    *,
+    max_speed: float = SSL_MAX_SPEED,
+    seed: int | torch.Generator = 0,
+) -> torch.Tensor:
+    """``[n, steps, 2]`` velocities, each component uniform in ``[-max_speed, max_speed)``."""
+    check_positive_int("n", n)
+    check_positive_int("steps", steps)
+    if not max_speed > 0:
+        raise ValueError(f"max_speed must be positive, got {max_speed!r}")
+    gen = as_generator(seed)
+    return (torch.rand(n, steps, 2, generator=gen) * 2 - 1) * max_speed
+
+
+def ssl_batch(
+    n_permutations: int = SSL_PERMUTATIONS,
+    steps: int = SSL_STEPS,
+    *,
+    max_speed: float = SSL_MAX_SPEED,
+    start: tuple[float, float] = (0.0, 0.0),
+    seed: int | torch.Generator = 0,
+) -> SSLBatch:
+    """One velocity sequence of ``steps`` steps and ``n_permutations`` random orderings of it.
+
+    All trajectories start at ``start`` and end at the same point, and they cross often, so
+    many pairs of states from different trajectories lie within ``sigma_x`` of each other: the
+    path-invariance loss needs them. Vectorised: the orderings are ``argsort`` of uniform keys.
+    """
+    check_positive_int("n_permutations", n_permutations)
+    gen = as_generator(seed)
+    velocity = ssl_velocities(1, steps, max_speed=max_speed, seed=gen)[0]
+    order = torch.rand(n_permutations, steps, generator=gen).argsort(dim=1)
+    origin = torch.tensor(start, dtype=velocity.dtype)
+    positions = origin + velocity[order].cumsum(dim=1)
+    return SSLBatch(velocity=velocity, order=order, positions=positions, start=origin)
+
+
+def ssl_pair_geometry(
+    hidden: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(code_sq_dist [S, S], space_dist [S, S])`` over all states of a batch.
+
+    ``hidden``: ``[S, N]`` or ``[B, T, N]``; ``positions``: ``[S, 2]`` or ``[B, T, 2]`` (the
+    same leading shape). ``code_sq_dist[i, j] = ||g_i - g_j||^2`` (differentiable),
+    ``space_dist[i, j] = ||x_i - x_j||`` (no gradient). The two pair losses share them.
+    """
+    if hidden.shape[:-1] != positions.shape[:-1] or positions.shape[-1] != 2:
+        raise ValueError(
+            f"hidden [..., N] and positions [..., 2] must share leading dims, got "
+            f"{tuple(hidden.shape)} and {tuple(positions.shape)}"
+        )
+    g = hidden.reshape(-1, hidden.shape[-1])
+    x = positions.reshape(-1, 2).to(g)
+    sq = (g * g).sum(-1)
+    code = (sq[:, None] + sq[None, :] - 2 * g @ g.T).clamp_min(0.0)
+    with torch.no_grad():
+        space = torch.cdist(x, x)
+    return code, space
+
+
+def ssl_separation_loss(
+    code_sq_dist: torch.Tensor,
+    space_dist: torch.Tensor,
+    sigma_x: float = SSL_SIGMA_X,
+    sigma_g: float = SSL_SIGMA_G,
+) -> torch.Tensor:
+    """Separation: states of places farther apart than ``sigma_x`` should differ.
+
+    ``mean over pairs i != j with ||x_i - x_j|| > sigma_x of exp(-||g_i - g_j||^2 / 2 sigma_g^2)``
+    from :func:`ssl_pair_geometry`'s ``[S, S]`` matrices. The source writes a sum; the mean over
+    the pairs keeps the loss weights independent of the batch size. 0 when no pair is far.
+    """
+    far = space_dist > sigma_x  # never the diagonal (distance 0)
+    terms = torch.exp(code_sq_dist * (-0.5 / sigma_g**2))
+    return torch.where(far, terms, 0.0).sum() / far.sum().clamp_min(1)
+
+
+def ssl_invariance_loss(
+    code_sq_dist: torch.Tensor, space_dist: torch.Tensor, sigma_x: float = SSL_SIGMA_X
+) -> torch.Tensor:
+    """Path invariance: the same place reached by different paths should get the same state.
+
+    ``mean over pairs i != j with ||x_i - x_j|| < sigma_x of ||g_i - g_j||^2`` (the source's sum,
+    normalised as in :func:`ssl_separation_loss`). 0 when no pair is near.
+    """
+    near = space_dist < sigma_x  # with the diagonal, taken out below
+    total = torch.where(near, code_sq_dist, 0.0).sum() - code_sq_dist.diagonal().sum()
+    return total / (near.sum() - len(near)).clamp_min(1)
+
+
+def ssl_capacity_loss(hidden: torch.Tensor) -> torch.Tensor:
+    """Capacity: ``-||mean_i g_i||^2`` over all states ``hidden [..., N]`` of the batch.
+
+    On the non-negative unit sphere, a large mean state means the states share active units, so
+    the code cannot spread over ever more orthogonal directions: the term limits how many
+    distinct states the separation loss can ask for (the source: without it, one module).
+    """
+    g = hidden.reshape(-1, hidden.shape[-1])
+    return -(g.mean(dim=0) ** 2).sum()
+
+
+def ssl_conformal_loss(
+    hidden: torch.Tensor,
+    h0: torch.Tensor,
+    velocity: torch.Tensor,
+    min_speed: float = SSL_MIN_SPEED,
+) -> torch.Tensor:
+    """Conformal isometry: a step's change of state should be proportional to its length.
+
+    ``Var over (b, t) of ||g_t - g_{t-1}|| / ||v_t||`` (population variance), with ``hidden``
+    ``[B, T, N]`` the states after each step, ``h0`` ``[B, N]`` or ``[N]`` the state before the
+    first and ``velocity`` ``[B, T, 2]`` the steps. Steps shorter than ``min_speed`` are left
+    out: there the ratio grows as ``1 / ||v||`` and one near-zero step of a batch would make
+    the variance (and its gradient) spike by orders of magnitude.
+    """
+    if hidden.ndim != 3 or velocity.shape != (*hidden.shape[:2], 2):
+        raise ValueError(
+            f"hidden must be [B, T, N] and velocity [B, T, 2], got {tuple(hidden.shape)} and "
+            f"{tuple(velocity.shape)}"
+        )
+    before = torch.cat([h0.expand(hidden.shape[0], -1)[:, None], hidden[:, :-1]], dim=1)
+    speed = velocity.to(hidden).norm(dim=-1)
+    keep = speed > min_speed
+    ratio = (hidden - before).norm(dim=-1)[keep] / speed[keep]
+    return ratio.var(unbiased=False) if len(ratio) else hidden.sum() * 0.0
+
+
+def ssl_losses(
+    model: Any,
+    batch: SSLBatch,
+    *,
+    sigma_x: float = SSL_SIGMA_X,
+    sigma_g: float = SSL_SIGMA_G,
+    weights: dict[str, float] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Run an ssl-grid network on ``batch`` and return every loss term and their weighted sum.
+
+    ``W(v)`` is computed once per distinct velocity and gathered by the permutations
+    (``model(batch.velocity, order=batch.order)``). Returns ``separation``, ``invariance``,
+    ``capacity``, ``conformal`` and ``total = sum(weights[k] * term_k)`` (default
+    :data:`SSL_WEIGHTS`: the source's 1, 0.1, 0.5, and 1 for conformal isometry).
+    """
+    weights = dict(SSL_WEIGHTS if weights is None else weights)
+    hidden = model(batch.velocity, order=batch.order)
+    code, space = ssl_pair_geometry(hidden, batch.positions)
+    h0 = model.initial_state(1)[0]
+    terms = {
+        "separation": ssl_separation_loss(code, space, sigma_x, sigma_g),
+        "invariance": ssl_invariance_loss(code, space, sigma_x),
+        "capacity": ssl_capacity_loss(hidden),
+        "conformal": ssl_conformal_loss(hidden, h0, batch.velocity[batch.order]),
+    }
+    unknown = sorted(set(weights) - set(terms))
+    if unknown:
+        raise ValueError(f"weights: unknown loss term(s) {unknown}; terms are {sorted(terms)}")
+    terms["total"] = sum(weights.get(k, 0.0) * v for k, v in terms.items())
+    return terms
+
+
+def ssl_grid_network(
+    hidden: int = 128,
+    mlp_hidden: tuple[int, ...] = (64, 64),
+    seed: int = 0,
+    output_init_scale: float = 1.0,
+    **task: Any,
+) -> Any:
+    """An untrained :class:`~probekit.models.ssl_grid.HookedSSLGrid` with the task's settings in
+    ``cfg.extra`` (``box``, ``seq_len``, ``max_speed``, ``bins``, overridable by ``task``)."""
+    from probekit.models.ssl_grid import HookedSSLGrid, SSLGridConfig
+
+    extra = {
+        "task": "probekit.tasks.navigation SSL framework (grid-ssl recipe)",
+        "box": [2.0, 2.0],
+        "seq_len": SSL_STEPS,
+        "max_speed": SSL_MAX_SPEED,
+        "bins": 40,
+        "input": "velocity [vx, vy] (m per step), uniform per component",
+    }
+    extra.update(task)
+    cfg = SSLGridConfig(
+        hidden_size=hidden,
+        mlp_hidden=tuple(mlp_hidden),
+        output_init_scale=output_init_scale,
+        extra=extra,
+    )
+    return HookedSSLGrid(cfg, seed=seed)
+
+
+def is_ssl_network(model: Any) -> bool:
+    """Whether ``model`` is an ssl-grid network (no place cells: trajectories start at 0)."""
+    return getattr(getattr(model, "cfg", None), "kind", None) == "ssl-grid"
+
+
 # ----------------------------------------------------------------------------- the network
 
 
@@ -299,6 +534,8 @@ def attach_task_tensors(
 
 
 def _check_navigation_model(model: Any) -> None:
+    if is_ssl_network(model):
+        return
     for name in ("encoder", "place_centers"):
         if not hasattr(model, name):
             raise ValueError(
@@ -332,10 +569,21 @@ def rollout_data(
     [n, T, 2], "start": [n, 2], "target": [n, T, n_place]}}``: the box and ``T`` come from the
     checkpoint (``seq_len`` overrides ``T``), the target is the place code of each position.
     :func:`cache_rollout` stores the hidden states these give, the extras beside them.
+
+    For an ssl-grid network (:func:`ssl_grid_network`) the trajectories are those of its
+    training data: sequences of ``T`` velocities uniform per component in ``+-max_speed``
+    (``cfg.extra``), each drawn with :data:`SSL_ROLLOUT_PERMUTATIONS` random orderings, all
+    starting at the origin from the learned ``g_0`` (``h0``); the extras are ``positions`` and
+    ``start`` (no target: there is no readout). The orderings let ``W(v)`` be computed once per
+    distinct velocity (``data["table"]``, ``data["order"]``; :func:`ssl_run`), which makes a
+    rollout ~50x cheaper; each trajectory on its own is still a uniform random sequence.
     """
     _check_navigation_model(model)
     check_positive_int("n_trajectories", n_trajectories)
     extra = model.cfg.extra
+    if is_ssl_network(model):
+        seq_len = int(extra.get("seq_len", SSL_STEPS)) if seq_len is None else seq_len
+        return _ssl_rollout_data(model, n_trajectories, seed, seq_len)
     box = tuple(extra.get("box", DEFAULT_BOX))
     seq_len = int(extra.get("seq_len", 20)) if seq_len is None else seq_len
     check_positive_int("seq_len", seq_len)
@@ -357,12 +605,77 @@ def rollout(
     """Run a saved navigation RNN on fresh trajectories of its task (:func:`rollout_data`).
 
     Returns ``hidden [n, T, H]``, ``logits [n, T, n_place]``, ``positions [n, T, 2]``,
-    ``target [n, T, n_place]`` (the place code), ``start [n, 2]``.
+    ``target [n, T, n_place]`` (the place code), ``start [n, 2]``; an ssl-grid network has no
+    readout, so no ``logits`` or ``target``.
     """
     data = rollout_data(model, n_trajectories, seed, seq_len)
+    if is_ssl_network(model):
+        return {"hidden": ssl_run(model, data)["hook_hidden"], **data["extras"]}
     with torch.no_grad():
         logits, cache = model.run_with_cache(data["inputs"], data["h0"], names_filter="hook_hidden")
     return {"hidden": cache["hook_hidden"], "logits": logits, **data["extras"]}
+
+
+def _ssl_rollout_data(
+    model: Any, n: int, seed: int | torch.Generator, seq_len: int
+) -> dict[str, Any]:
+    check_positive_int("seq_len", seq_len)
+    gen = as_generator(seed)
+    per = min(SSL_ROLLOUT_PERMUTATIONS, n)
+    groups = -(-n // per)
+    max_speed = model.cfg.extra.get("max_speed", SSL_MAX_SPEED)
+    table = ssl_velocities(groups, seq_len, max_speed=max_speed, seed=gen)  # [G, T, 2]
+    order = torch.rand(groups, per, seq_len, generator=gen).argsort(dim=-1)
+    order = (order + seq_len * torch.arange(groups)[:, None, None]).reshape(-1, seq_len)[:n]
+    table = table.reshape(-1, 2)
+    velocity = table[order]
+    h0 = model.initial_state(n).detach().cpu()
+    return {
+        "inputs": velocity,
+        "h0": h0,
+        "table": table,
+        "order": order,
+        "extras": {"positions": velocity.cumsum(dim=1), "start": torch.zeros(n, 2)},
+    }
+
+
+def ssl_run(
+    model: Any,
+    data: dict[str, Any],
+    names: list[str] | None = None,
+    rows: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, torch.Tensor]:
+    """Cached activations ``{name: [n, T, ...]}`` of an ssl-grid network on the trajectories
+    ``rows`` (default all) of :func:`rollout_data`, one velocity sequence's orderings at a time
+    (``W(v)`` once per distinct velocity); ``names`` default ``["hook_hidden"]``."""
+    names = ["hook_hidden"] if names is None else names
+    rows = torch.arange(len(data["order"])) if rows is None else rows
+    order, seq_len = data["order"][rows], data["order"].shape[1]
+    group = order[:, 0] // seq_len
+    device = model.device if device is None else device
+    parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    with torch.inference_mode():
+        for g in group.unique_consecutive():
+            sel = (group == g).nonzero()[:, 0]
+            lo = int(g) * seq_len
+            table = data["table"][lo : lo + seq_len].to(device)
+            _, cache = model.run_with_cache(
+                table,
+                data["h0"][rows[sel]].to(device),
+                order=(order[sel] - lo).to(device),
+                names_filter=names,
+            )
+            for name in names:
+                parts[name].append((sel, cache[name]))
+    out = {}
+    for name in names:
+        first = parts[name][0][1]
+        full = first.new_empty((len(rows), *first.shape[1:]))
+        for sel, value in parts[name]:
+            full[sel.to(full.device)] = value
+        out[name] = full
+    return out
 
 
 def cache_rollout(
@@ -402,6 +715,9 @@ def cache_rollout(
 
     def compute(index: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
         rows = index[:, 0]
+        if is_ssl_network(model):
+            acts = ssl_run(model, data, names, rows, device)
+            return {name: acts[name].cpu().to(dtype or acts[name].dtype) for name in names}
         with torch.inference_mode():
             _, acts = model.run_with_cache(
                 data["inputs"][rows].to(device), data["h0"][rows].to(device), names_filter=names

@@ -413,6 +413,7 @@ RECIPES = RecipeRegistry(
         "cog-rnn-l1": "probekit.train.cognitive:build_cog_rnn_l1",
         "cog-rnn-plain": "probekit.train.cognitive:build_cog_rnn_plain",
         "grid-rnn": "probekit.train.navigation:build_grid_rnn",
+        "grid-ssl": "probekit.train.grid_ssl:build_grid_ssl",
         "graphnav-stepwise": "probekit.train.graph_navigation:build_graphnav_stepwise",
         "graphnav-direct": "probekit.train.graph_navigation:build_graphnav_direct",
         "graphnav-random": "probekit.train.graph_navigation:build_graphnav_random",
