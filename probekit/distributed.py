@@ -113,13 +113,11 @@ class ModelSpec:
         import ray
 
         state = ray.get(self.state)
-        if self.kind == "rnn":
-            from probekit.models.rnn import HookedRNN
-
-            model = HookedRNN(self.config)
+        module, name = self.cls.rsplit(".", 1)
+        if self.kind == "rnn":  # HookedRNN or a subclass (e.g. HookedSSLGrid): its own class
+            model = getattr(importlib.import_module(module), name)(self.config)
             model.load_state_dict(state)
             return model.to(device=device, dtype=self.dtype).eval()
-        module, name = self.cls.rsplit(".", 1)
         hf_class = getattr(importlib.import_module(module), name)
         config_class = hf_class.config_class
         config = config_class.from_dict(self.config)
@@ -160,6 +158,7 @@ def ship_model(model: nn.Module, by_path: bool = True) -> ModelSpec:
     spec = ModelSpec(kind="", fingerprint=fingerprint(model), dtype=dtype, tokenizer=tokenizer)
     if isinstance(model, HookedRNN):
         spec.kind, spec.config = "rnn", model.config_dict()
+        spec.cls = f"{type(model).__module__}.{type(model).__qualname__}"
         spec.state = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
         return spec
     spec.kind = "bridge" if is_bridge(model) else "hf"

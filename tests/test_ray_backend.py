@@ -112,6 +112,21 @@ def test_rnn_store_through_ray_is_bit_identical_to_local(tmp_path):
     _assert_same_store(local, remote)
 
 
+def test_rnn_subclass_is_rebuilt_as_its_own_class_on_the_actors(tmp_path):
+    """A HookedRNN subclass with its own config and parameters (the SSL grid network) is shipped
+    by weights and rebuilt as that class: the same store as the local backend."""
+    from probekit.tasks import navigation
+
+    model = navigation.ssl_grid_network(8, (8, 8), seed=2, seq_len=7, bins=8)
+    velocities = torch.rand(10, 7, 2, generator=torch.Generator().manual_seed(3)) * 0.2 - 0.1
+    kwargs = dict(batch_size=4, dtype=torch.float32, progress=False)
+    local = pk.cache(model, velocities, "hook_hidden", out=tmp_path / "local", **kwargs)
+    remote = pk.cache(
+        model, velocities, "hook_hidden", out=tmp_path / "ray", backend="ray", **kwargs
+    )
+    _assert_same_store(local, remote)
+
+
 def _slow(tokens, batch_size, delay):
     """The same data as an iterable that a slow loader yields batch by batch."""
     for start in range(0, len(tokens), batch_size):
