@@ -157,7 +157,7 @@ def _fit_torch(
 
     with torch.enable_grad():
         opt.step(closure)
-    iterations = opt.state[opt._params[0]]["n_iter"]
+    iterations = opt.state[w]["n_iter"]
     converged = iterations < max_iter
     weight, bias = w.detach(), b.detach()
 
