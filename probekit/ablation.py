@@ -200,21 +200,6 @@ def _generation_scores(
     return (generated[:, prompt_len:] == tokens[:, prompt_len:]).all(1).float()
 
 
-def _smooth_scores(
-    metric: Metric, logits: torch.Tensor, tokens: torch.Tensor, positions: torch.Tensor | None
-) -> torch.Tensor:
-    """The metric, differentiably, for attribution: ``"loss"`` and ``"logprob"`` as in
-    :func:`_teacher_forced_scores`, a callable as given (it must be differentiable)."""
-    if callable(metric):
-        return metric(logits, tokens)
-    pred, target = logits[:, :-1].float(), tokens[:, 1:]
-    mask = torch.ones_like(target, dtype=torch.bool) if positions is None else positions
-    mask = mask.expand_as(target).float()
-    logp = pred.log_softmax(-1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-    per_token = -logp if metric == "loss" else logp
-    return (per_token * mask).sum(1) / mask.sum(1)
-
-
 def _attribution_scores(
     model: Any,
     inputs: torch.Tensor,
@@ -232,10 +217,9 @@ def _attribution_scores(
 
         delta_v(x) ~= sum over positions and the ablated slice of (a_abl - a) * d m(x) / d a
 
-    at the variant's hook point, ``m`` the differentiable stand-in of the metric
-    (:func:`_smooth_scores`), ``a`` the clean activation and ``a_abl`` its replacement (0, the
-    reference mean at that position, or the resampled input's activation). Row 0 holds the
-    clean scores under the metric itself."""
+    at the variant's hook point, ``m`` the metric (differentiable: loss, logprob or a
+    callable), ``a`` the clean activation and ``a_abl`` its replacement (0, the reference mean
+    at that position, or the resampled input's activation). Row 0 holds the clean scores."""
     from probekit.progress import bar as progress_bar
 
     hooks = sorted({v.hook for v in variants})
@@ -270,15 +254,14 @@ def _attribution_scores(
         ):
             out = model(batch)
             logits = out if isinstance(out, torch.Tensor) else out.logits
-            smooth = _smooth_scores(metric, logits, batch, rows_positions)
+            # the metric itself: attribution accepts only differentiable ones (loss, logprob, callables)
+            scores_now = _teacher_forced_scores(metric, logits, batch, rows_positions)
             keys = list(captured)
             grads = torch.autograd.grad(
-                smooth.sum(), [captured[k] for k in keys], allow_unused=True
+                scores_now.sum(), [captured[k] for k in keys], allow_unused=True
             )
         with torch.no_grad():
-            clean[rows] = (
-                _teacher_forced_scores(metric, logits.detach(), batch, rows_positions).float().cpu()
-            )
+            clean[rows] = scores_now.detach().float().cpu()
             for (name, step), grad in zip(keys, grads, strict=True):
                 if grad is None:
                     continue
