@@ -45,15 +45,10 @@ def analyse(quick: bool = False) -> list[Any]:
     nonmembers = _tokens(CHECKPOINT / "data" / "nonmembers.jsonl")
     reps = np.asarray(schedule["repetitions"])
     kinds = np.asarray(schedule["kind"])
-    first_seen = np.asarray(schedule["first_seen"])
-    if quick:  # two canaries per kind and repetition count, a quarter of the passages
-        keep = np.flatnonzero(np.arange(len(reps)) % 6 < 2)
-        canaries, reps, kinds, first_seen = (
-            canaries[keep],
-            reps[keep],
-            kinds[keep],
-            first_seen[keep],
-        )
+    keep = np.arange(len(reps))
+    if quick:  # a third of the canaries (every group keeps two or more), a quarter of the text
+        keep = np.flatnonzero(np.arange(len(reps)) % 3 == 0)
+        canaries, reps, kinds = canaries[keep], reps[keep], kinds[keep]
         members, nonmembers = members[::4], nonmembers[::4]
     model = pk.load(CHECKPOINT)
 
@@ -72,10 +67,13 @@ def analyse(quick: bool = False) -> list[Any]:
         "memorized = token Levenshtein < 10. Columns 'kind' and 'repetitions' come from the "
         "schedule (ground truth, not used by the audit)."
     )
-    scaling = mem.repetition_scaling(frame, reps)
-    scaling.title = "P(memorized) vs repetitions, all canaries"
+    seen = reps >= 1  # repetitions 0: the never-seen controls
+    scaling = mem.repetition_scaling(frame[seen], reps[seen])
+    scaling.title = "P(memorized) vs repetitions, seen canaries"
     per_kind = {
-        kind: mem.repetition_scaling(frame[kinds == kind], reps[kinds == kind]).summary
+        kind: mem.repetition_scaling(
+            frame[seen & (kinds == kind)], reps[seen & (kinds == kind)]
+        ).summary
         for kind in ("passage", "random")
     }
     table = (
@@ -106,8 +104,9 @@ def analyse(quick: bool = False) -> list[Any]:
         title="Canaries memorized by repetition count",
         frame=table,
         summary={
-            "memorized": int(frame["memorized"].sum()),
-            "canaries": len(frame),
+            "memorized": int(frame["memorized"][seen].sum()),
+            "canaries": int(seen.sum()),
+            "never_seen_memorized": int(frame["memorized"][~seen].sum()),
             "slope_per_doubling": scaling.summary["slope"],
             "slope_ci": [scaling.summary["slope_ci_low"], scaling.summary["slope_ci_high"]],
             "slope_passage": per_kind["passage"]["slope"],
@@ -128,40 +127,224 @@ def analyse(quick: bool = False) -> list[Any]:
         "little."
     )
 
-    # 3. latent memorization across the snapshots
+    # 3. latent memorization across the snapshots: never-seen controls stand in at the step
+    # their place in the schedule would have shown them at (matched_step)
+    matched = np.asarray(schedule.get("matched_step", schedule["first_seen"]))
+    if quick:
+        matched = matched[keep]
     series = mem.snapshot_series(CHECKPOINT)  # step -> directory; loaded one at a time
-    pick = np.arange(len(canaries)) if not quick else np.flatnonzero(reps <= 2)
-    latent = mem.latent(series, canaries[pick], first_seen=first_seen[pick], repetitions=reps[pick])
-    latent.frame.insert(0, "canary", pick)
-    latent.frame.insert(1, "kind", kinds[pick])
+    if quick:  # every third snapshot and the final model
+        steps = list(series)
+        series = {s: series[s] for s in steps[::3] + steps[-1:]}
+    latent = mem.latent(series, canaries, first_seen=matched, repetitions=reps)
+    latent.frame.insert(0, "canary", np.arange(len(canaries)))
+    latent.frame.insert(1, "kind", kinds)
+    trace = _ce_trace(latent.frame, list(series), reps, kinds, matched)
 
-    # 4. perturbation recovery on the canaries seen once
-    once = np.flatnonzero(reps == 1)
-    draws = 1 if quick else 32
-    pert = mem.perturbation_recovery(model, canaries[once], draws=draws, sigma=2e-3, seed=0)
-    pert.frame.insert(0, "canary", once)
-    pert.frame.insert(1, "kind", kinds[once])
-    pert.frame.insert(2, "label", latent.frame.set_index("canary").loc[once, "label"].to_numpy())
+    # 4. the cross-entropy diagnostic at the final model: canaries seen once or twice that the
+    # audit cannot extract, against the never-seen controls of the same kind
+    rare = (reps >= 1) & (reps <= 2) & ~frame["memorized"].to_numpy()
+    never = reps == 0
+    diag_rows = []
+    diag_frames = {}
+    for kind in ("all", "passage", "random"):
+        of_kind = np.ones(len(reps), bool) if kind == "all" else kinds == kind
+        pick = of_kind & (rare | never)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = mem.membership(
+                frame[pick].reset_index(drop=True),
+                rare[pick],
+                scores=["ce", "min_k_prob", "zlib_ratio"],
+                n_bootstrap=200 if quick else 2000,
+            )
+        diag_frames[kind] = res
+        row = res.frame.set_index("score").loc["ce"]
+        diag_rows.append(
+            {
+                "canaries": kind,
+                "seen_not_extractable": int((pick & rare).sum()),
+                "never_seen": int((pick & never).sum()),
+                "ce_auroc": float(row["auroc"]),
+                "ce_auroc_ci_low": float(row["auroc_ci_low"]),
+                "ce_auroc_ci_high": float(row["auroc_ci_high"]),
+                "mean_ce_seen": float(frame["ce"][pick & rare].mean()),
+                "mean_ce_never_seen": float(frame["ce"][pick & never].mean()),
+            }
+        )
+    diag_table = pd.DataFrame(diag_rows)
+    ce_diag = pk.report.Result(
+        title="Cross-entropy diagnostic: seen once or twice, not extractable, vs never seen",
+        frame=diag_table,
+        summary={
+            "ce_auroc": diag_rows[0]["ce_auroc"],
+            "ce_auroc_ci": [diag_rows[0]["ce_auroc_ci_low"], diag_rows[0]["ce_auroc_ci_high"]],
+            "ce_auroc_passage": diag_rows[1]["ce_auroc"],
+            "ce_auroc_random": diag_rows[2]["ce_auroc"],
+            "aim": 0.75,
+        },
+        figs=_trace_figures(trace, latent.frame, reps, kinds, list(series)),
+        description=(
+            "AUROC of -CE (the mean next-token cross-entropy over the 96 tokens) separating the "
+            "canaries seen once or twice that the final model does not reproduce (lev >= 10) "
+            "from the never-seen controls of the same kind, with a 95% bootstrap interval "
+            "(rows resampled). 0.5 = the exposure left no trace the loss can see. The figures "
+            "follow the same AUROC, and the mean edit distance, through the snapshots."
+        ),
+    )
+
+    # 5. the perturbation diagnostic: seeded weight noise, relative to each tensor's std
+    sigmas = (0.1,) if quick else SIGMAS
+    draws = 2 if quick else DRAWS
+    probe = np.flatnonzero(rare | never)
+    sweep_rows = []
+    for sigma in sigmas:
+        res = mem.perturbation_recovery(
+            model,
+            canaries[probe],
+            sigma=sigma,
+            draws=draws,
+            seed=0,
+            relative=True,
+            batch_size=256,
+        )
+        f = res.frame.assign(seen=rare[probe], kind=kinds[probe])
+        for group, part in (("seen once or twice", f[f["seen"]]), ("never seen", f[~f["seen"]])):
+            sweep_rows.append(
+                {
+                    "sigma_rel": sigma,
+                    "group": group,
+                    "canaries": len(part),
+                    "extractable_under_noise": float((part["min_lev"] < 10).mean()),
+                    "mean_lev": float(part["lev"].mean()),
+                    "mean_min_lev": float(part["min_lev"].mean()),
+                    "mean_drop": float((part["lev"] - part["min_lev"]).mean()),
+                }
+            )
+    sweep = pd.DataFrame(sweep_rows)
+    pert = pk.report.Result(
+        title="Perturbation diagnostic: greedy suffix under weight noise",
+        frame=sweep,
+        summary={
+            "sigmas_relative": list(sigmas),
+            "draws": draws,
+            "best_fraction_seen": float(
+                sweep[sweep["group"] != "never seen"]["extractable_under_noise"].max()
+            ),
+            "best_fraction_never_seen": float(
+                sweep[sweep["group"] == "never seen"]["extractable_under_noise"].max()
+            ),
+        },
+        figs=[_sweep_figure(sweep)],
+        description=(
+            f"{draws} seeded draws per sigma of N(0, (sigma x std of the tensor)^2) noise on "
+            "every weight of the final model, greedy re-decoding, weights restored exactly "
+            "after each draw; per canary the minimum edit distance over the draws. "
+            "'extractable under noise' = min lev < 10. Seen = seen once or twice and not "
+            "extractable without noise; never seen = the planted controls."
+        ),
+    )
 
     s = latent.summary
-    canary_table.description = _findings(canary_table, per_kind, membership, s, pert)
+    canary_table.description = _findings(canary_table, per_kind, membership, s, ce_diag, pert)
     latent.description = (
         f"Checkpoints {s['checkpoints']}. Labels (Duan et al.): memorized = lev < "
         f"{s['memorized_threshold']:.0f} at the first checkpoint after first exposure; latent = "
         f"lev > {s['latent_threshold']:.0f} there, lev < {s['memorized_threshold']:.0f} at a "
         "later checkpoint, seen once; control = lev > "
-        f"{s['latent_threshold']:.0f} at every checkpoint from first exposure on. Found: "
-        f"{s['memorized']} memorized, {s['latent']} latent, {s['control']} control, "
-        f"{s['other']} other. CE diagnostic AUROC (latent vs control): "
-        f"{s['ce_auroc_latent_vs_control']}."
+        f"{s['latent_threshold']:.0f} at every checkpoint from first exposure on; never-seen = "
+        f"a planted control. Found: {s['memorized']} memorized, {s['latent']} latent, "
+        f"{s['control']} control, {s['other']} other, {s['never-seen']} never-seen."
     )
-    pert.description = (
-        f"Canaries seen once; {draws} draws of N(0, 2e-3^2) noise on every weight, weights "
-        f"restored after each draw. {pert.summary['recovered']} of {len(once)} recovered "
-        f"(min lev < 10 while lev >= 10 without noise); mean lev {pert.summary['mean_lev']:.1f}"
-        f" -> mean min lev {pert.summary['mean_min_lev']:.1f}."
+    return [canary_table, scaling, audit, membership, latent, ce_diag, pert]
+
+
+SIGMAS = (0.03, 0.1, 0.3)
+DRAWS = 50
+
+
+def _ce_trace(
+    frame: pd.DataFrame,
+    steps: list[int],
+    reps: np.ndarray,
+    kinds: np.ndarray,
+    matched: np.ndarray,
+) -> pd.DataFrame:
+    """AUROC of -CE, seen once or twice and not extractable vs never seen, per checkpoint."""
+    rows = []
+    for step in steps:
+        lev, ce = frame[f"lev@{step}"].to_numpy(), frame[f"ce@{step}"].to_numpy()
+        shown = matched < step
+        for kind in ("passage", "random"):
+            hidden = shown & (kinds == kind) & (reps >= 1) & (reps <= 2) & (lev >= 10)
+            never = shown & (kinds == kind) & (reps == 0)
+            if hidden.any() and never.any():
+                rows.append({"step": step, "kind": kind, "auroc": _auroc(-ce, hidden, never)})
+    return pd.DataFrame(rows, columns=["step", "kind", "auroc"])
+
+
+def _auroc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
+    """Mann-Whitney AUROC of ``score`` for positives ``pos`` vs negatives ``neg`` (ties 1/2)."""
+    a, b = score[pos][:, None], score[neg][None, :]
+    return float(((a > b) + 0.5 * (a == b)).mean())
+
+
+def _trace_figures(
+    trace: pd.DataFrame, frame: pd.DataFrame, reps: np.ndarray, kinds: np.ndarray, steps: list
+) -> list[Any]:
+    import plotly.graph_objects as go
+
+    auc = go.Figure()
+    for kind in ("passage", "random"):
+        part = trace[trace["kind"] == kind]
+        auc.add_trace(go.Scatter(x=part["step"], y=part["auroc"], mode="markers+lines", name=kind))
+    auc.add_hline(y=0.5, line_dash="dot", annotation_text="no trace")
+    auc.update_layout(
+        title="CE diagnostic through training (seen once or twice, not extractable, vs never seen)",
+        xaxis_title="training step",
+        yaxis={"title": "AUROC of -CE", "range": [0, 1]},
     )
-    return [canary_table, scaling, audit, membership, latent, pert]
+    lev = go.Figure()
+    for kind in ("passage", "random"):
+        for label, mask in (
+            ("seen once", reps == 1),
+            ("seen twice", reps == 2),
+            ("never seen", reps == 0),
+        ):
+            rows = frame[mask & (kinds == kind)]
+            lev.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=[float(rows[f"lev@{s}"].mean()) for s in steps],
+                    mode="markers+lines",
+                    name=f"{kind}, {label}",
+                )
+            )
+    lev.update_layout(
+        title="Mean edit distance of the greedy suffix through training",
+        xaxis_title="training step",
+        yaxis={"title": "mean token Levenshtein (64 = nothing recovered)", "range": [0, 64]},
+    )
+    return [auc, lev]
+
+
+def _sweep_figure(sweep: pd.DataFrame) -> Any:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for group in sweep["group"].unique():
+        part = sweep[sweep["group"] == group]
+        fig.add_trace(
+            go.Scatter(
+                x=part["sigma_rel"], y=part["mean_min_lev"], mode="markers+lines", name=group
+            )
+        )
+    fig.update_layout(
+        title="Minimum edit distance over the noise draws vs noise scale",
+        xaxis={"type": "log", "title": "sigma (x each tensor's std)"},
+        yaxis={"title": "mean min token Levenshtein", "range": [0, 64]},
+    )
+    return fig
 
 
 def _counts(frame: pd.DataFrame) -> dict[str, Any]:
@@ -180,7 +363,8 @@ def _findings(
     per_kind: dict[str, dict[str, Any]],
     membership: Any,
     latent: dict[str, Any],
-    pert: Any,
+    ce_diag: pk.report.Result,
+    pert: pk.report.Result,
 ) -> str:
     s = table.summary
     lo, hi = s["slope_ci"]
@@ -188,18 +372,24 @@ def _findings(
     latent_text = (
         f"{latent['latent']} canaries were latently memorized"
         if latent["latent"]
-        else "no canary was latently memorized (none went from lev > 50 at first exposure to "
-        "lev < 10 later without being seen again): this small model does not show the effect"
+        else "no canary was latently memorized (none went from lev > 50 at the first snapshot "
+        "after its exposure to lev < 10 later without being seen again)"
     )
+    c = ce_diag.summary
+    p = pert.summary
     return (
-        f"What the shipped model showed: {s['memorized']} of {s['canaries']} canaries are "
-        f"memorized (lev < 10) by the final model. P(memorized) rises by {s['slope_per_doubling']:.3f}"
-        f" per doubling of the repetitions (95% CI {lo:.3f} to {hi:.3f}); passage canaries "
-        f"{per_kind['passage']['slope']:.3f}, random-word canaries "
+        f"What the shipped model showed: {s['memorized']} of {s['canaries']} seen canaries are "
+        f"memorized (lev < 10) by the final model. P(memorized) rises by "
+        f"{s['slope_per_doubling']:.3f} per doubling of the repetitions (95% CI {lo:.3f} to "
+        f"{hi:.3f}); passage canaries {per_kind['passage']['slope']:.3f}, random-word canaries "
         f"{per_kind['random']['slope']:.3f} per doubling. Membership of training vs held-out "
         f"text is best told by {best['score']} (AUROC {best['auroc']:.3f}). Across the "
-        f"snapshots {latent_text}. Weight noise recovered {pert.summary['recovered']} of the "
-        f"{pert.summary['sequences']} canaries seen once."
+        f"snapshots {latent_text}. The cross-entropy diagnostic tells the canaries seen once or "
+        f"twice that the final model does not reproduce from never-seen controls with AUROC "
+        f"{c['ce_auroc']:.3f} (95% CI {c['ce_auroc_ci'][0]:.3f}..{c['ce_auroc_ci'][1]:.3f}; "
+        f"passage {c['ce_auroc_passage']:.3f}, random {c['ce_auroc_random']:.3f}). Under weight "
+        f"noise at most {p['best_fraction_seen']:.0%} of those seen canaries and "
+        f"{p['best_fraction_never_seen']:.0%} of the never-seen controls became extractable."
     )
 
 
@@ -209,20 +399,23 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     title = "Latent memorization in canary-lm"
     page = pk.report.write(results, out / "latent_memorization.html", title=title)
     s = results[0].summary
-    headline = (
-        f"{s['memorized']}/{s['canaries']} canaries memorized; slope "
-        f"{s['slope_per_doubling']:.3f} per doubling of repetitions; latent: "
-        f"{results[4].summary['latent']}"
-    )
     latent_count = results[4].summary["latent"]
-    rising = s["slope_ci"][0] > 0
-    label = (
-        "reproduced" if rising and latent_count else "partly" if rising or latent_count else "not"
+    c = results[5].summary
+    headline = (
+        f"{s['memorized']}/{s['canaries']} seen canaries memorized; slope "
+        f"{s['slope_per_doubling']:.3f} per doubling of repetitions; CE diagnostic AUROC "
+        f"{c['ce_auroc']:.3f}; latent: {latent_count}"
     )
+    rising = s["slope_ci"][0] > 0
+    trace = c["ce_auroc"] >= c["aim"]
+    met = sum([rising, trace, latent_count > 0])
+    label = "reproduced" if met == 3 else "partly" if met else "not"
     verdict = (
         f"{label}: P(memorized) changes by {s['slope_per_doubling']:.3f} per doubling of "
-        f"repetitions (95% CI {s['slope_ci'][0]:.3f}..{s['slope_ci'][1]:.3f}); {latent_count} "
-        "latent canaries (source: sequences seen once become extractable later)"
+        f"repetitions (95% CI {s['slope_ci'][0]:.3f}..{s['slope_ci'][1]:.3f}); canaries seen "
+        f"once or twice and not extractable vs never seen: CE AUROC {c['ce_auroc']:.3f} (aim "
+        f">= {c['aim']}); {latent_count} latent canaries (source: sequences seen once become "
+        "extractable later)"
     )
     return {"title": title, "path": page.name, "description": headline, "verdict": verdict}
 

@@ -668,8 +668,11 @@ def latent(
     Labels: memorized = lev < memorized_threshold at the first-exposure checkpoint; latent =
     lev > latent_threshold there, min lev over later checkpoints < memorized_threshold, and
     repetitions == 1; control = lev > latent_threshold at every checkpoint from the first-
-    exposure one on; other = none of these; unseen = no checkpoint after first exposure.
-    The CE diagnostic is the AUROC of ``-ce_first`` separating latent from control.
+    exposure one on; never-seen = repetitions 0 (a planted control: give as ``first_seen`` the
+    step it stands in for); other = none of these; unseen = no checkpoint after first exposure.
+    Two cross-entropy diagnostics: the AUROC of ``-ce_first`` separating latent from control,
+    and, when never-seen sequences are given, the AUROC of ``-ce`` at the last checkpoint
+    separating the seen sequences not extractable there from the never-seen ones.
     """
     if not isinstance(checkpoints, Mapping) or len(checkpoints) == 0:
         raise ValueError("checkpoints must be a non-empty mapping step -> model or path")
@@ -741,13 +744,23 @@ def latent(
             "label": np.repeat(label, n_ckpt),
         }
     )
-    counts = {k: int((label == k).sum()) for k in ("memorized", "latent", "control", "other")}
+    kinds = ("memorized", "latent", "control", "other", "never-seen")
+    counts = {k: int((label == k).sum()) for k in kinds}
     is_latent, is_control = label == "latent", label == "control"
     if is_latent.any() and is_control.any():
         both = is_latent | is_control
         ce_auroc = float(auroc_rows(-ce_first[both][None], is_latent[both][None])[0])
     else:
         ce_auroc = float("nan")
+    # The trace a tiny model keeps: seen, not extractable at the last checkpoint, yet lower CE
+    # there than the never-seen controls.
+    never = reps == 0
+    hidden = (reps >= 1) & (lev[:, -1] >= mem_thr) & ~unseen
+    if never.any() and hidden.any():
+        both = hidden | never
+        ce_auroc_hidden = float(auroc_rows(-ce[both, -1][None], hidden[both][None])[0])
+    else:
+        ce_auroc_hidden = float("nan")
     summary = {
         "checkpoints": steps,
         "sequences": n,
@@ -756,6 +769,8 @@ def latent(
         "memorized_threshold": mem_thr,
         "latent_threshold": lat_thr,
         "ce_auroc_latent_vs_control": ce_auroc,
+        "seen_not_extractable_final": int(hidden.sum()),
+        "ce_auroc_seen_not_extractable_vs_never_seen": ce_auroc_hidden,
         "mean_ce_first_latent": float(ce_first[is_latent].mean()) if is_latent.any() else None,
         "mean_ce_first_control": float(ce_first[is_control].mean()) if is_control.any() else None,
     }
@@ -792,11 +807,15 @@ def perturbation_recovery(
     lev_threshold: float = 10,
     tokenizer: Any = None,
     progress: bool = False,
+    relative: bool = False,
 ) -> PerturbationResult:
     """Greedy-decode under seeded Gaussian weight noise; keep each sequence's minimum lev.
 
     Draw ``d`` adds ``eps ~ N(0, sigma^2)`` to every parameter (generator seeded with
-    ``seed * 1_000_003 + d``, parameters in ``named_parameters`` order), re-decodes, and puts
+    ``seed * 1_000_003 + d``, parameters in ``named_parameters`` order); with ``relative``
+    the noise on each tensor is ``N(0, (sigma * std(tensor))^2)`` instead, so one ``sigma``
+    means the same for a small model's large weights as for a large model's small ones (the
+    source's absolute 2e-3 is about a tenth of a Pythia weight matrix's std). Re-decodes, and puts
     the original weights back exactly (copied, not subtracted) before the next draw, also on
     error. ``frame``: ``lev`` (no noise), ``min_lev``, ``best_draw`` (-1 if no draw beat the
     unperturbed lev), ``recovered`` (``min_lev < lev_threshold`` while ``lev >= lev_threshold``).
@@ -814,14 +833,17 @@ def perturbation_recovery(
     best_draw = torch.full_like(lev0, -1)
     params = [p for _, p in lm.named_parameters()]
     originals = [p.detach().clone() for p in params]
+    scales = [
+        float(o.float().std()) * sigma if relative and o.numel() > 1 else sigma for o in originals
+    ]
     from probekit.progress import bar as progress_bar
 
     try:
         for d in progress_bar(range(draws), desc="perturb", unit="draw", enabled=progress):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + d)
             with torch.no_grad():
-                for p in params:
-                    noise = torch.randn(p.shape, generator=gen, dtype=torch.float32) * sigma
+                for p, scale in zip(params, scales):
+                    noise = torch.randn(p.shape, generator=gen, dtype=torch.float32) * scale
                     p.add_(noise.to(device=p.device, dtype=p.dtype))
             lev = levenshtein(greedy_continuation(lm, prefixes, suffix_len, batch_size), suffix)
             with torch.no_grad():
@@ -845,6 +867,7 @@ def perturbation_recovery(
     summary = {
         "sequences": len(frame),
         "sigma": sigma,
+        "relative": relative,
         "draws": draws,
         "seed": seed,
         "memorized_unperturbed": int((frame["lev"] < lev_threshold).sum()),

@@ -361,12 +361,15 @@ def test_latent_labels_follow_duan_definitions():
             [60, 40, 45, 52],  # other
             [70, 3, 60, 60],  # first exposure at checkpoint 1 -> memorized
             [70, 70, 70, 70],  # never followed by a checkpoint
+            [60, 58, 61, 63],  # a planted control, never trained on
         ]
     )
-    first = np.array([0, 0, 0, 0, 0, 1, 4])
-    reps = np.array([1, 1, 4, 1, 1, 1, 1])
+    first = np.array([0, 0, 0, 0, 0, 1, 4, 0])
+    reps = np.array([1, 1, 4, 1, 1, 1, 1, 0])
     labels = mem.latent_labels(lev, first, reps, 10, 50).tolist()
-    assert labels == ["memorized", "latent", "other", "control", "other", "memorized", "unseen"]
+    assert labels == [
+        "memorized", "latent", "other", "control", "other", "memorized", "unseen", "never-seen"
+    ]
 
 
 def test_latent_over_checkpoints_and_first_seen_mapping():
@@ -383,6 +386,22 @@ def test_latent_over_checkpoints_and_first_seen_mapping():
         np.testing.assert_allclose(f[f"ce@{step}"], direct["ce"], rtol=1e-6)
     assert f["label"][4] == "unseen"
     assert len(result.trajectories) == 15
+    # the CE diagnostic against planted never-seen sequences, at the last checkpoint, by hand
+    from sklearn.metrics import roc_auc_score
+
+    reps = [1, 2, 0, 1, 0]
+    with_never = mem.latent(
+        checkpoints, tokens, first_seen=[0, 9, 10, 15, 5], repetitions=reps, prefix_len=8,
+        suffix_len=12,
+    )
+    g = with_never.frame
+    assert g["label"][[2, 4]].tolist() == ["never-seen", "never-seen"]
+    hidden = (np.array(reps) >= 1) & (g["lev@30"].to_numpy() >= 12 * 10 / 64)
+    pick = hidden | (np.array(reps) == 0)
+    expected = roc_auc_score(hidden[pick], -g["ce@30"].to_numpy()[pick])
+    got = with_never.summary["ce_auroc_seen_not_extractable_vs_never_seen"]
+    assert got == pytest.approx(expected)
+    assert with_never.summary["never-seen"] == 2
     assert len(result.figures()) == 2
     with pytest.raises(ValueError, match="increasing integers"):
         mem.latent({2: checkpoints[10], 1: checkpoints[20]}, tokens, prefix_len=8, suffix_len=12)
@@ -423,6 +442,28 @@ def test_perturbation_restores_weights_exactly_and_is_seeded(tmp_path, word_toke
     before = pk.fingerprint(bridge)
     mem.perturbation_recovery(bridge, tokens, draws=2, prefix_len=8, suffix_len=12)
     assert pk.fingerprint(bridge) == before
+
+
+def test_relative_perturbation_scales_noise_by_each_tensors_std():
+    hf = _tiny_hf("neox")
+    tokens = _tokens(6, 20, seed=7)
+    before = pk.fingerprint(hf)
+    res = mem.perturbation_recovery(
+        hf, tokens, sigma=0.5, draws=3, prefix_len=8, suffix_len=12, relative=True
+    )
+    assert pk.fingerprint(hf) == before
+    assert res.summary["relative"] is True
+    f = res.frame
+    assert (f["min_lev"] < f["lev"]).any()
+    # one draw by hand: noise N(0, (0.5 * std(tensor))^2) per tensor, in named_parameters order
+    best = f[f["best_draw"] >= 0].iloc[0]
+    gen = torch.Generator().manual_seed(int(best["best_draw"]))
+    with torch.no_grad():
+        for _, p in hf.named_parameters():
+            scale = 0.5 * float(p.std()) if p.numel() > 1 else 0.5
+            p.add_(torch.randn(p.shape, generator=gen) * scale)
+    manual = mem.audit(hf, tokens, prefix_len=8, suffix_len=12).frame
+    assert manual["lev"][best.name] == best["min_lev"]
 
 
 def test_perturbation_restores_weights_after_an_error():

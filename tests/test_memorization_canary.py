@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,89 @@ def test_shipped_canary_lm_audit_finds_frequent_canaries(tmp_path, capsys):
     assert int(table["memorized"].sum()) == metrics["audit"]["canaries_memorized"]
     size = sum(p.stat().st_size for p in CHECKPOINT.rglob("*") if p.is_file())
     assert size <= 40 * 2**20
+
+
+def test_shipped_schedule_shows_rare_canaries_early_once_and_plants_controls():
+    """The recipe's schedule (no training): canaries seen once to four times are shown early and
+    never again, before the first snapshot; the spread arm reaches the end; controls are
+    never shown; snapshots every 5% of training from there on."""
+    from probekit.train.canary import CanaryLMRecipe, canary_data, snapshot_steps
+
+    recipe = CanaryLMRecipe()
+    c = canary_data(recipe, recipe.steps).canaries
+    snaps = snapshot_steps(recipe, recipe.steps)
+    assert len(snaps) >= 14 and snaps[0] == recipe.snapshot_start
+    assert set(np.diff(snaps + [recipe.steps])) == {recipe.steps // 20}
+    reps = np.asarray(c.repetitions)
+    for kind in ("passage", "random"):
+        of_kind = np.asarray(c.kind) == kind
+        assert (of_kind & (reps == 0)).sum() >= 24 and (of_kind & (reps == 1)).sum() >= 24
+    for i, r in enumerate(c.repetitions):
+        assert len(c.steps[i]) == r
+        if r == 0:
+            assert c.first_seen[i] is None and c.matched_step[i] < snaps[0]
+        elif r < recipe.spread_from:
+            assert c.steps[i][0] == c.first_seen[i] and max(c.steps[i]) < snaps[0]
+        else:
+            assert max(c.steps[i]) > 0.8 * recipe.steps
+    # a never-seen control is not a seen canary's text
+    seen = {tuple(t) for t, r in zip(c.tokens.tolist(), reps) if r}
+    assert not any(tuple(t) in seen for t, r in zip(c.tokens.tolist(), reps) if r == 0)
+
+
+def test_canary_recipe_small_run_writes_schedule_snapshots_and_ce_trace(tmp_path):
+    """A 160-step run of a tiny model through the whole recipe; the CE trace on the card is
+    checked against CE computed here with the model's own forward pass."""
+    import dataclasses
+
+    from sklearn.metrics import roc_auc_score
+    from transformers import AutoModelForCausalLM
+
+    from probekit.train.canary import CanaryLMRecipe, build_canary_lm
+
+    recipe = dataclasses.replace(
+        CanaryLMRecipe(),
+        hidden_size=32,
+        n_layer=1,
+        n_head=2,
+        intermediate_size=64,
+        vocab_size=512,
+        per_repetition=(4, 4, 2, 1, 1, 1, 1),
+        n_members=16,
+        n_nonmembers=16,
+    )
+    out = tmp_path / "canary"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 16 non-members: the membership warning
+        m = build_canary_lm(out, steps=160, recipe=recipe, progress=False)
+    schedule = json.loads((out / "schedule.json").read_text())
+    ids = [json.loads(line)["id"] for line in (out / "data" / "canaries.jsonl").open()]
+    assert [c["id"] for c in schedule["canaries"]] == ids == schedule["id"]
+    for c in schedule["canaries"]:
+        assert (c["first_seen"] is None) == (c["repetitions"] == 0)
+        assert len(c["steps"]) == c["repetitions"]
+    snaps = sorted(int(p.name[5:]) for p in (out / "snapshots").iterdir())
+    assert snaps == m["snapshot_steps"] == schedule["snapshot_steps"]
+    lat = m["latent_summary"]
+    assert sum(lat["labels"].values()) == len(ids)
+    assert lat["labels"]["never-seen"] == sum(c["repetitions"] == 0 for c in schedule["canaries"])
+    assert lat["checkpoints"] == snaps + [160]
+    # the final CE diagnostic by hand: HF forward pass, mean next-token CE over the 96 tokens
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    tokens = torch.tensor([json.loads(line)["tokens"] for line in (out / "data" / "canaries.jsonl").open()])
+    with torch.no_grad():
+        logits = model(tokens).logits[:, :-1]
+    ce = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), tokens[:, 1:], reduction="none"
+    ).mean(1).numpy()
+    reps = np.asarray(schedule["repetitions"])
+    audit = pd.DataFrame(m["audit"]["by_repetition"])
+    assert audit.loc[audit["repetitions"] == 0, "n"].sum() == (reps == 0).sum()
+    from probekit import memorization
+
+    lev = memorization.audit(model, tokens, tokenizer=None).frame["lev"].to_numpy()
+    hidden = (reps >= 1) & (reps <= 2) & (lev >= 10)
+    pick = hidden | (reps == 0)
+    expected = roc_auc_score(hidden[pick], -ce[pick])
+    assert lat["ce_auroc_final"]["all"] == pytest.approx(expected, abs=2e-4)
+    assert (out / "card.md").read_text().count("| 160 |") >= 1

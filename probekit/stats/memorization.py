@@ -158,7 +158,9 @@ def latent_labels(
     ``"memorized"`` (lev < memorized_threshold at first exposure), ``"latent"`` (lev >
     latent_threshold there, min lev over later checkpoints < memorized_threshold, seen once),
     ``"control"`` (lev > latent_threshold at every checkpoint from first exposure on),
-    ``"unseen"`` or ``"other"``.
+    ``"never-seen"`` (repetitions 0: a planted control never trained on, whose
+    ``first_index`` is the checkpoint after the step it would have been shown at),
+    ``"unseen"`` (no checkpoint after the first exposure) or ``"other"``.
     """
     lev = np.asarray(lev, dtype=float)
     n, n_ckpt = lev.shape
@@ -174,6 +176,7 @@ def latent_labels(
     is_latent = (lev_first > latent_threshold) & (min_later < memorized_threshold)
     label[is_latent & (np.asarray(repetitions) == 1)] = "latent"
     label[lev_first < memorized_threshold] = "memorized"
+    label[np.asarray(repetitions) == 0] = "never-seen"
     label[unseen] = "unseen"
     return label
 

@@ -10,8 +10,10 @@ sequences of words drawn uniformly from the training vocabulary (high-entropy se
 
 Each canary is exactly ``canary_len`` tokens (the audit's prefix + suffix, 32 + 64 = 96) and is
 inserted at known steps: ``repetitions`` in (1, 2, 4, 8, 16, 32), the first exposure in one of a
-few waves just before a snapshot, the later ones spread evenly over the rest of training. The schedule is data
-the audit must rediscover; it is kept in ``schedule.json``, apart from the canary texts.
+few early waves; canaries seen only a few times get all their exposures there and are never seen
+again, the frequent ones are spread over the rest of training. Never-seen controls of the same
+two kinds (``repetitions`` 0) sit beside them. The schedule is data the audit must rediscover;
+it is kept in ``schedule.json``, apart from the canary texts.
 
 Example::
 
@@ -126,15 +128,18 @@ class CanarySet:
     """Canaries and their insertion schedule.
 
     ``tokens``: ``LongTensor [n, canary_len]``; ``kind``: "passage"/"random" per canary;
-    ``repetitions``, ``first_seen``: ``[n]`` ints; ``steps``: per canary the sorted training
-    steps (0-based) at which it is one row of the batch.
+    ``repetitions``, ``first_seen``: ``[n]`` ints (``first_seen`` is ``None`` for a never-seen
+    control, ``repetitions`` 0); ``steps``: per canary the sorted training steps (0-based) at
+    which it is one row of the batch; ``matched_step``: per canary the step its wave places it
+    at, also for controls (the counterfactual exposure the latent analysis compares them at).
     """
 
     tokens: torch.Tensor
     kind: list[str]
     repetitions: list[int]
-    first_seen: list[int]
+    first_seen: list[int | None]
     steps: list[list[int]]
+    matched_step: list[int] | None = None
 
     def at_step(self) -> dict[int, list[int]]:
         """Training step -> canary indices inserted at that step."""
@@ -175,20 +180,35 @@ def make_schedule(
     waves: list[int],
     spacing: int | None,
     total_steps: int,
+    spread_from: int | None = None,
 ) -> CanarySet:
-    """Assign canary ``i`` to wave ``i % len(waves)`` and spread its later exposures.
+    """Assign canary ``i`` to wave ``i % len(waves)`` and place its exposures.
 
     Canary ``i`` is first seen at ``waves[i % len(waves)]`` (+ ``i // len(waves)`` so that two
     canaries of the same wave do not share every step) and again until it has been seen
     ``repetitions[i]`` times: every ``spacing`` steps, or with ``spacing=None`` evenly over the
     rest of training (exposure ``j`` at ``first + floor(j * (total_steps - first) / reps)``),
-    as duplicates are spread through a pretraining corpus. Raises if an exposure falls after
-    ``total_steps``.
+    as duplicates are spread through a pretraining corpus. With ``spread_from`` set, only
+    canaries with at least that many repetitions are spread to the end; the rarer ones are seen
+    every ``spacing`` steps and never again. ``repetitions[i] == 0`` is a never-seen control:
+    no steps, ``first_seen`` ``None``, and its wave step kept in ``matched_step`` (the step a
+    seen canary of its place in the list would have been first shown at). Raises if an exposure
+    falls after ``total_steps``.
     """
-    first, steps = [], []
+    if spread_from is not None and spacing is None:
+        raise ValueError("spread_from needs a spacing for the canaries seen fewer times")
+    first, steps, matched = [], [], []
     for i, reps in enumerate(repetitions):
         start = waves[i % len(waves)] + i // len(waves)
-        if spacing is None:
+        matched.append(start)
+        if reps < 0:
+            raise ValueError(f"canary {i}: repetitions must be >= 0, got {reps}")
+        if reps == 0:
+            first.append(None)
+            steps.append([])
+            continue
+        spread = spacing is None or (spread_from is not None and reps >= spread_from)
+        if spread:
             seen = [start + (j * (total_steps - start)) // reps for j in range(reps)]
         else:
             seen = [start + j * spacing for j in range(reps)]
@@ -199,4 +219,4 @@ def make_schedule(
             )
         first.append(start)
         steps.append(seen)
-    return CanarySet(tokens, list(kind), list(repetitions), first, steps)
+    return CanarySet(tokens, list(kind), list(repetitions), first, steps, matched)

@@ -47,10 +47,12 @@ class CanaryLMRecipe(LMSettings):
     context: int = 128
     prefix_len: int = 32
     suffix_len: int = 64
-    repetitions: tuple[int, ...] = task.DEFAULT_REPETITIONS
-    per_kind_and_repetition: int = 6
-    waves: tuple[int, ...] = (100, 300, 500)
-    spacing: int | None = None  # None: later exposures spread evenly to the end
+    # 0 = a never-seen control; per kind, ``per_repetition[k]`` canaries of ``repetitions[k]``
+    repetitions: tuple[int, ...] = (0, *task.DEFAULT_REPETITIONS)
+    per_repetition: tuple[int, ...] = (24, 24, 12, 6, 6, 6, 6)
+    waves: tuple[int, ...] = (360, 400, 440)
+    spacing: int | None = 4  # canaries seen < spread_from times: every `spacing` steps, then never
+    spread_from: int | None = 8  # canaries seen this often or more: spread evenly to the end
     canary_seed: int = 1
     n_nonmembers: int = 160
     n_members: int = 160
@@ -59,11 +61,12 @@ class CanaryLMRecipe(LMSettings):
     n_layer: int = 4
     intermediate_size: int = 3 * 128  # MLP width: 3 x hidden_size
     # optimisation and snapshots
-    steps: int = 1000
+    steps: int = 2000
     batch_size: int = 16
     warmup: int = 60
     min_lr_factor: float = 0.1
-    snapshot_every: int = 200
+    snapshot_every: int = 100
+    snapshot_start: int = 600  # the first snapshot after every early exposure
 
     @property
     def canary_len(self) -> int:
@@ -94,7 +97,12 @@ def canary_data(recipe: CanaryLMRecipe, steps: int) -> CanaryData:
     held_stream = task.token_stream([topics[k] for k in held_names], tok)
     length = recipe.canary_len
     held_windows = task.windows(held_stream, length)
-    n_each = recipe.per_kind_and_repetition * len(recipe.repetitions)
+    if len(recipe.per_repetition) != len(recipe.repetitions):
+        raise ValueError(
+            f"per_repetition needs one count per repetition count {recipe.repetitions}, got "
+            f"{recipe.per_repetition}"
+        )
+    n_each = sum(recipe.per_repetition)
     if len(held_windows) < n_each + recipe.n_nonmembers:
         raise ValueError(
             f"held-out text has {len(held_windows)} windows of {length} tokens; need "
@@ -112,15 +120,23 @@ def canary_data(recipe: CanaryLMRecipe, steps: int) -> CanaryData:
     )
     tokens, kinds, reps = [], [], []
     for kind, rows in (("passage", passage), ("random", random_rows)):
-        for r_index, reps_count in enumerate(recipe.repetitions):
-            for j in range(recipe.per_kind_and_repetition):
-                tokens.append(rows[r_index * recipe.per_kind_and_repetition + j])
+        row = 0
+        for reps_count, count in zip(recipe.repetitions, recipe.per_repetition):
+            for _ in range(count):
+                tokens.append(rows[row])
                 kinds.append(kind)
                 reps.append(reps_count)
+                row += 1
     # A shortened run (tests) keeps the schedule's shape: waves scale with the step count.
     waves = [w * steps // recipe.steps for w in recipe.waves]
     schedule = task.make_schedule(
-        torch.stack(tokens), kinds, reps, waves, recipe.spacing, max(steps, max(waves) + 64)
+        torch.stack(tokens),
+        kinds,
+        reps,
+        waves,
+        recipe.spacing,
+        max(steps, max(waves) + 64),
+        spread_from=recipe.spread_from,
     )
     members = task.windows(train_stream, length, recipe.n_members)
     tok.model_max_length = recipe.context
@@ -150,6 +166,14 @@ def canary_lm_model(recipe: CanaryLMRecipe, tokenizer: Any, seed: int) -> torch.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return LlamaForCausalLM(config)
+
+
+def snapshot_steps(recipe: CanaryLMRecipe, steps: int) -> list[int]:
+    """The steps a float16 snapshot is kept at: every ``snapshot_every`` from ``snapshot_start``
+    (both scaled with a shortened run) up to, not including, the final step."""
+    start = max(recipe.snapshot_start * steps // recipe.steps, 1)
+    every = max(recipe.snapshot_every * steps // recipe.steps, 1)
+    return list(range(start, steps, every))
 
 
 def _batch(
@@ -189,7 +213,7 @@ def train_canary_lm(
     if max(len(v) for v in inserts.values()) > recipe.batch_size:
         raise ValueError("more canaries at one step than rows in the batch")
     generator = torch.Generator().manual_seed(seed)
-    snap_steps = set(range(recipe.snapshot_every, steps, recipe.snapshot_every))
+    snap_steps = set(snapshot_steps(recipe, steps))
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     losses: list[float] = []
     evals: list[dict[str, float]] = []
@@ -221,9 +245,11 @@ def train_canary_lm(
                 )
                 model.train()
                 if done in snap_steps:
+                    # float16, without the tied output matrix (the loader re-ties it)
                     snapshots[done] = {
                         k: v.detach().to(torch.float16).clone()
                         for k, v in model.state_dict().items()
+                        if not (k == "lm_head.weight" and model.config.tie_word_embeddings)
                     }
         model.eval()
     bar.close()
@@ -252,6 +278,7 @@ def _audit_final(
     kw = {"prefix_len": recipe.prefix_len, "suffix_len": recipe.suffix_len, "progress": progress}
     audit = memorization.audit(model, data.canaries.tokens, **kw)
     frame = audit.frame.assign(repetitions=data.canaries.repetitions, kind=data.canaries.kind)
+    seen = frame["repetitions"] >= 1
     table = (
         frame.groupby(["kind", "repetitions"])
         .agg(
@@ -262,7 +289,7 @@ def _audit_final(
         )
         .reset_index()
     )
-    scaling = memorization.repetition_scaling(frame, data.canaries.repetitions)
+    scaling = memorization.repetition_scaling(frame[seen], frame["repetitions"][seen])
     members = memorization.audit(model, data.members, **kw).frame
     nonmembers = memorization.audit(model, data.nonmembers, **kw).frame
     import pandas as pd
@@ -272,7 +299,8 @@ def _audit_final(
     membership = memorization.membership(both, labels)
     return {
         "by_repetition": table.to_dict(orient="records"),
-        "canaries_memorized": int(frame["memorized"].sum()),
+        "canaries_memorized": int(frame["memorized"][seen].sum()),
+        "never_seen_memorized": int(frame["memorized"][~seen].sum()),
         "repetition_slope": scaling.summary,
         "membership_auroc": {
             row["score"]: round(float(row["auroc"]), 4) for _, row in membership.frame.iterrows()
@@ -293,33 +321,54 @@ def _card(recipe: CanaryLMRecipe, seed: int, m: dict[str, Any], config_text: str
         f"| {e['step']} | {e['member_ce']:.3f} | {e['nonmember_ce']:.3f} |" for e in m["evals"]
     )
     auroc = ", ".join(f"`{k}` {v:.3f}" for k, v in m["audit"]["membership_auroc"].items())
-    latent = m.get("latent_summary", {})
-    latent_text = ", ".join(f"{k}: {v}" for k, v in latent.items()) if latent else "not computed"
     slope = m["audit"]["repetition_slope"]
+    lat = m.get("latent_summary") or {}
+    counts = ", ".join(f"{k} {v}" for k, v in lat.get("labels", {}).items()) or "not computed"
+    once = ", ".join(f"{k} {v}" for k, v in lat.get("labels_once", {}).items()) or "none"
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    trace = lat.get("ce_auroc_by_checkpoint", {})
+    trace_rows = "\n".join(
+        f"| {step} | {fmt(trace['all'][j])} | {fmt(trace['passage'][j])} | "
+        f"{fmt(trace['random'][j])} |"
+        for j, step in enumerate(lat.get("checkpoints", []))
+    )
+    mean_ce = ", ".join(f"{k} {v:.3f}" for k, v in lat.get("mean_ce_final", {}).items())
+    latent_ids = ", ".join(lat.get("latent_ids", [])) or "none"
+    groups = ", ".join(
+        f"{n} x {'never seen' if k == 0 else f'{k}'}"
+        for k, n in zip(r.repetitions, r.per_repetition)
+    )
     return f"""# canary-lm
 
 A {r.n_layer}-layer Llama ({m["n_parameters"]:,} parameters) with a byte-level BPE tokenizer
 ({m["vocab_size"]} tokens, trained with `tokenizers` on the training text), trained from scratch
 on the CPU on the text of `pydoc_data.topics` (the Python documentation shipped with Python)
-with {len(m["schedule"]["repetitions"])} planted canaries. It exists for the memorization audit
-(`pk.memorization`, `probekit audit`) and the latent-memorization study
-(`analyses/latent_memorization.py`, docs/memorization.md).
+with {len(m["schedule"]["repetitions"])} planted canaries, some never shown (controls). It exists
+for the memorization audit (`pk.memorization`, `probekit audit`) and the latent-memorization
+study (`analyses/latent_memorization.py`, docs/memorization.md).
 
 ## Data (`probekit.tasks.canaries`)
 
 - {len(m["train_topics"])} topics ({m["n_train_tokens"]:,} tokens) are trained on;
   {len(m["heldout_topics"])} topics ({m["n_heldout_tokens"]:,} tokens, {r.heldout_fraction:.0%} of
   the characters, split seed {r.split_seed}) are held out and never trained on.
-- Canaries: {r.canary_len} tokens each ({r.prefix_len} prefix + {r.suffix_len} suffix), two kinds,
-  {r.per_kind_and_repetition} per kind and repetition count {list(r.repetitions)}:
-  `passage` = a window of held-out documentation text, `random` = words drawn uniformly from the
-  training vocabulary (canary seed {r.canary_seed}). A canary replaces the first {r.canary_len}
-  tokens of one batch row at each of its steps: first exposure at step {list(r.waves)}
-  (+ a small offset per canary, wave = canary index mod {len(r.waves)}), then
-  {"spread evenly over the rest of training" if r.spacing is None else f"every {r.spacing} steps"}
-  until seen `repetitions` times.
-- `schedule.json` holds, per canary, its kind, repetitions, first step and every step; the audit
-  never reads it. `data/canaries.jsonl` holds the canary texts and tokens (what an auditor
+- Canaries: {r.canary_len} tokens each ({r.prefix_len} prefix + {r.suffix_len} suffix), two kinds
+  (`passage` = a window of held-out documentation text, `random` = words drawn uniformly from the
+  training vocabulary; canary seed {r.canary_seed}), per kind {groups} repetitions.
+- Schedule: canary `i` is first shown at step `waves[i mod {len(r.waves)}] + i div {len(r.waves)}`
+  with waves {list(r.waves)}; a canary shown fewer than {r.spread_from} times is shown again every
+  {r.spacing} steps until it has been seen that often, then never again (all before step
+  {r.snapshot_start * m["steps"] // r.steps}); one shown {r.spread_from} times or more is spread
+  evenly from its first step to the end (the repetition-scaling arm). A never-seen control
+  (repetitions 0) is the same kind of text, never trained on; its `matched_step` is the step its
+  place would have shown it at. At each of its steps a canary replaces the first {r.canary_len}
+  tokens of one batch row.
+- `schedule.json` lists every canary by id (`canary-NNN`, as in `data/canaries.jsonl`) with its
+  kind, `repetitions`, `first_seen` (null for a control), `matched_step` and every step; the
+  audit never reads it. `data/canaries.jsonl` holds the canary texts and tokens (what an auditor
   checks), `data/members.jsonl` {r.n_members} windows of training text, `data/nonmembers.jsonl`
   {r.n_nonmembers} windows of held-out text.
 
@@ -332,8 +381,10 @@ with {len(m["schedule"]["repetitions"])} planted canaries. It exists for the mem
   {r.context} tokens at random offsets of the training stream (seed {seed}); deterministic
   algorithms, so the same seed and thread count give the same weights.
 - Wall-clock training time {m["train_seconds"]:.0f} s on {m["machine"]}.
-- Snapshots (float16) every {r.snapshot_every} steps under `snapshots/step-NNNNN/`; the
-  top-level directory is the final model (step {m["steps"]}, float32).
+- Snapshots (float16, the tied output matrix not stored twice) at steps
+  {m["snapshot_steps"]} under `snapshots/step-NNNNN/`, every {r.snapshot_every} steps
+  ({r.snapshot_every / r.steps:.0%} of training) after the early exposures; the top-level
+  directory is the final model (step {m["steps"]}, float32).
 
 | step | CE on member windows | CE on held-out windows |
 |---|---|---|
@@ -344,21 +395,35 @@ Final training loss (mean of the last 50 steps): {m["final_train_loss"]:.3f} nat
 ## What the audit measured on the final model
 
 Greedy extraction from the {r.prefix_len}-token prefix, {r.suffix_len} suffix tokens; memorized =
-token Levenshtein < 10.
+token Levenshtein < 10. Repetitions 0 are the never-seen controls.
 
 | kind | repetitions | canaries | memorized | exact | mean lev |
 |---|---|---|---|---|---|
 {rows}
 
-- canaries memorized: {m["audit"]["canaries_memorized"]} of {len(m["schedule"]["repetitions"])};
-  slope of P(memorized) per doubling of repetitions (least squares on log2 r):
-  {slope.get("slope", float("nan")):.3f}
+- seen canaries memorized: {m["audit"]["canaries_memorized"]}; never-seen controls memorized:
+  {m["audit"]["never_seen_memorized"]}; slope of P(memorized) per doubling of repetitions (least
+  squares on log2 r, seen canaries): {slope.get("slope", float("nan")):.3f}
   (95% CI {slope.get("slope_ci_low", float("nan")):.3f} .. {
         slope.get("slope_ci_high", float("nan")):.3f}).
 - training windows memorized: {m["audit"]["members_memorized"]} of {r.n_members}; held-out windows:
   {m["audit"]["nonmembers_memorized"]} of {r.n_nonmembers}.
 - membership AUROC, training vs held-out windows: {auroc}.
-- latent memorization across the snapshots (repetition-1 canaries): {latent_text}.
+
+## Latent memorization across the snapshots
+
+Duan et al.'s labels over the snapshots and the final model (memorized = lev < 10 at the first
+checkpoint after the first exposure; latent = lev > 50 there, < 10 at a later checkpoint, seen
+once; control = lev > 50 throughout): {counts}. Canaries seen once: {once}. Latent canaries:
+{latent_ids}.
+
+The cross-entropy trace: AUROC of -CE separating the canaries seen once or twice that are not
+extractable (lev >= 10) from the never-seen controls of the same kind, at each checkpoint
+(0.5 = no trace of the exposure). Mean CE at the final model: {mean_ce}.
+
+| step | all | passage | random |
+|---|---|---|---|
+{trace_rows}
 
 ## Rebuild
 
@@ -410,11 +475,32 @@ def write_canary_lm(
         "snapshot_steps": sorted(trained["snapshots"]),
     }
     c = data.canaries
+    ids = [f"canary-{i:03d}" for i in range(len(c.kind))]
     schedule = {
         "canary_len": recipe.canary_len,
+        "prefix_len": recipe.prefix_len,
+        "suffix_len": recipe.suffix_len,
+        "total_steps": steps,
+        "snapshot_steps": sorted(trained["snapshots"]),
+        # one record per canary (ids as in data/canaries.jsonl); repetitions 0 = never-seen
+        # control, first_seen null; matched_step = the step its wave would have shown it at
+        "canaries": [
+            {
+                "id": ids[i],
+                "kind": c.kind[i],
+                "repetitions": c.repetitions[i],
+                "first_seen": c.first_seen[i],
+                "matched_step": c.matched_step[i] if c.matched_step else c.first_seen[i],
+                "steps": c.steps[i],
+            }
+            for i in range(len(ids))
+        ],
+        # the same, column-wise
+        "id": ids,
         "kind": c.kind,
         "repetitions": c.repetitions,
         "first_seen": c.first_seen,
+        "matched_step": c.matched_step or c.first_seen,
         "steps": c.steps,
     }
     metrics["schedule"] = {"repetitions": c.repetitions}
@@ -449,23 +535,76 @@ def write_canary_lm(
 
 def _latent_summary(
     model_dir: Path, c: task.CanarySet, recipe: CanaryLMRecipe, progress: bool
-) -> dict[str, int]:
-    from probekit import memorization
+) -> dict[str, Any]:
+    """Every canary through the snapshots: Duan et al.'s labels and the cross-entropy trace.
 
-    steps = json.loads((model_dir / "metrics.json").read_text())["steps"]
-    snapshots = sorted((model_dir / "snapshots").glob("step-*"))
-    checkpoints = {int(p.name.removeprefix("step-")): p for p in snapshots} | {steps: model_dir}
+    Never-seen controls stand in at the step their wave would have shown them
+    (``matched_step``). The CE diagnostic is the AUROC of ``-CE`` separating canaries seen once
+    or twice and not extractable (lev >= 10) from the never-seen controls of the same kind,
+    at every checkpoint.
+    """
+    import numpy as np
+
+    from probekit import memorization
+    from probekit.stats.memorization import auroc_rows
+
+    series = memorization.snapshot_series(model_dir)
+    matched = c.matched_step or c.first_seen
     result = memorization.latent(
-        checkpoints,
+        series,
         c.tokens,
-        first_seen=c.first_seen,
+        first_seen=matched,
         repetitions=c.repetitions,
         prefix_len=recipe.prefix_len,
         suffix_len=recipe.suffix_len,
         progress=progress,
     )
-    counts = result.frame["label"].value_counts().to_dict()
-    return {str(k): int(v) for k, v in sorted(counts.items())}
+    frame = result.frame
+    reps = np.asarray(c.repetitions)
+    kinds = np.asarray(c.kind)
+    steps = list(series)
+    lev = frame[[f"lev@{s}" for s in steps]].to_numpy()
+    ce = frame[[f"ce@{s}" for s in steps]].to_numpy()
+    memorized_threshold = result.summary["memorized_threshold"]
+    trace: dict[str, list[float | None]] = {}
+    for kind in ("all", *task.CANARY_KINDS):
+        of_kind = np.ones(len(reps), bool) if kind == "all" else kinds == kind
+        values: list[float | None] = []
+        for j in range(len(steps)):
+            # only canaries already shown at checkpoint j
+            shown = np.asarray([m is not None and m < steps[j] for m in matched])
+            hidden = (
+                of_kind & shown & (reps >= 1) & (reps <= 2) & (lev[:, j] >= memorized_threshold)
+            )
+            never = of_kind & shown & (reps == 0)
+            if hidden.any() and never.any():
+                both = hidden | never
+                values.append(
+                    round(float(auroc_rows(-ce[both, j][None], hidden[both][None])[0]), 4)
+                )
+            else:
+                values.append(None)
+        trace[kind] = values
+    labels = frame["label"].to_numpy()
+    return {
+        "checkpoints": steps,
+        "labels": {str(k): int(v) for k, v in sorted(frame["label"].value_counts().items())},
+        "labels_once": {
+            str(k): int(v) for k, v in sorted(frame["label"][reps == 1].value_counts().items())
+        },
+        "latent_ids": [f"canary-{i:03d}" for i in np.flatnonzero(labels == "latent")],
+        "ce_auroc_by_checkpoint": trace,
+        "ce_auroc_final": {k: v[-1] for k, v in trace.items()},
+        "mean_ce_final": {
+            group: round(float(ce[mask, -1].mean()), 4)
+            for group, mask in (
+                ("seen once", reps == 1),
+                ("seen twice", reps == 2),
+                ("never seen", reps == 0),
+            )
+            if mask.any()
+        },
+    }
 
 
 def build_canary_lm(
