@@ -22,6 +22,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--device", default=None, help="train on this device (recipes that take one: grid-ssl)"
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1, as the shipped cards were trained: the same seed and "
+        "thread count give the same weights)",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -40,6 +47,8 @@ def _run(args: argparse.Namespace) -> int:
         recipe = RECIPES[args.name]
     except ImportError as err:
         raise UsageError(f"recipe {args.name!r} is not available in this install: {err}") from None
+    if args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     out = Path(args.out) if args.out else REPO_ROOT / "checkpoints" / args.name
     extra = {}
     if args.device is not None:
@@ -50,6 +59,9 @@ def _run(args: argparse.Namespace) -> int:
         if "device" not in inspect.signature(recipe).parameters:
             raise UsageError(f"recipe {args.name!r} does not take --device")
         extra["device"] = str(resolve_device(args.device))
+    import torch
+
+    torch.set_num_threads(args.threads)
     metrics = recipe(out, steps=args.steps, seed=args.seed, **extra)
     print(f"wrote {out}")
     print(json.dumps(metrics, indent=2, default=str))

@@ -49,22 +49,22 @@ class KGRingRecipe(LMSettings):
     composition_heldout_fraction: float = 0.1
     graph_seed: int = 0
     length: int = kg.DEFAULT_LENGTH
-    skip_prob: float = 0.2
+    skip_prob: float = 0.5
     n_walks: int = 200_000
     walk_seed: int = 1
     # model
     n_layer: int = 2
     n_embd: int = 128
     # optimisation and evaluation
-    steps: int = 9000
+    steps: int = 28000
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1.0
     warmup: int = 200
-    min_lr: float = 0.1
+    min_lr: float = 1.0  # 1.0: a constant lr after the warm-up
     loss_on: str = "entities"
     decay_all: bool = True
-    eval_every: int = 1000
+    eval_every: int = 2000
     eval_items: int = 1024
 
 
@@ -275,12 +275,17 @@ def _inference_note(metrics: dict[str, Any]) -> str:
     ring = metrics.get("ring_correlation_best")
     if ring is not None and ring < 0.9:
         missed.append(f"best ring correlation {ring:.2f} < 0.9")
-    if missed:
+    if not missed:
         parts.append(
-            "Not reached here (the inference targets of a model that learnt the rings): "
-            + "; ".join(missed)
-            + "."
+            "Every target of a model that learnt the rings is reached (direct >= 0.95, logical "
+            ">= 0.80, compositional >= 0.50, best ring correlation >= 0.9)."
         )
+        return " ".join(parts)
+    parts.append(
+        "Not reached here (the inference targets of a model that learnt the rings): "
+        + "; ".join(missed)
+        + "."
+    )
     return (
         " ".join(parts)
         + " The source study trains far longer; this is what the CPU budget of this recipe "
@@ -288,26 +293,37 @@ def _inference_note(metrics: dict[str, Any]) -> str:
     )
 
 
-#: Short pilots (1 thread, shared 2-core CPU) behind the recipe, recorded on the card as run.
+#: The runs behind the recipe (1 thread each, two at a time on the 2-core CPU), as run.
 PILOT_NOTES = """\
-The previous kg-ring (3 layers, 3000 steps, batch 64, weight decay 0.1 on matrices, loss on every
+The first kg-ring (3 layers, 3000 steps, batch 64, weight decay 0.1 on matrices, loss on every
 position) memorised: direct 1.00, logical 0.013, compositional 0.086 (chance 0.008). Pilots of a
-few thousand steps each, 2 layers, d_model 128, evaluated every 200-250 steps at position 0:
+few thousand steps each (2 layers, d_model 128; 32-128 entities; lr 1e-3 to 3e-3; decay 1.0 or
+5.0 on matrices or on every parameter; loss on every position or on entity targets only) showed
+no logical inference above chance within 750-1750 steps.
 
-- 64 entities, batch 128, lr 1e-3, decay 1.0 on matrices, loss on every position: direct 0.996
-  by step 500, logical 0.013-0.019 (chance 0.016) to step 750.
-- 128 entities, batch 64, lr 2e-3, decay 1.0: a plateau for ~1000 steps, then direct 0.58 at
-  1750 with logical 0.010-0.026 (chance 0.008).
-- 32 entities, batch 64, constant lr 3e-3 / 1e-3, decay 1.0 or 5.0, loss on entity targets
-  only: direct 0.95-1.00 by step 400-600, logical 0.00-0.05 (chance 0.031) to step 1600,
-  compositional 0.03-0.13; with decay on matrices only the weight norm kept growing (the
-  LayerNorm gains are not decayed), with decay on every parameter it fell (26.4 -> 24.1), but
-  no inference appeared within those 1600 steps either.
+The second kg-ring combined the changes the fidelity issue names (held-out facts with their
+inverses seen, compositions in the walks, loss on the facts only, decay 1.0 on every parameter)
+with 9000 steps and a cosine decay of the lr to 0.1 x: direct 1.000, logical 0.111,
+compositional 0.034 (evaluated every 1000 steps: logical 0.02 -> 0.13, slowly).
 
-No pilot showed logical inference above chance; the shipped recipe combines the changes that
-the issue names and the pilots support (held-out facts with their inverses seen, compositions
-in the walks, loss on the facts only, decay 1.0 on every parameter, many more steps than
-before) within the 60-minute CPU bound.\
+This recipe keeps all of that and holds the lr constant after the warm-up, so the decay keeps
+acting at full strength (grokking-like: inference appears long after recall). Two 28000-step runs,
+identical except for the share of composed steps in the walks (accuracy on at most 1024 prompts):
+
+| step | direct (0.2 / 0.5) | logical (0.2 / 0.5) | compositional (0.2 / 0.5) |
+|---|---|---|---|
+| 4000 | 0.997 / 0.696 | 0.085 / 0.042 | 0.010 / 0.065 |
+| 8000 | 0.997 / 0.909 | 0.283 / 0.277 | 0.027 / 0.055 |
+| 12000 | 0.998 / 0.961 | 0.593 / 0.616 | 0.051 / 0.095 |
+| 16000 | 0.999 / 0.978 | 0.788 / 0.762 | 0.050 / 0.169 |
+| 20000 | 1.000 / 0.987 | 0.880 / 0.827 | 0.074 / 0.200 |
+| 24000 | 0.998 / 0.995 | 0.915 / 0.893 | 0.080 / 0.218 |
+| 28000 | 0.996 / 0.996 | 0.919 / 0.899 | 0.080 / 0.238 |
+
+Logical inference emerges in both between steps 4000 and 20000; more composed steps (0.5)
+trade a little recall and logical accuracy for 3x the compositional accuracy, and that
+run is the one shipped (skip_prob 0.5). Full evaluation sets of the run with 0.2: direct 0.998,
+logical 0.919, compositional 0.083; best ring correlation 0.62.\
 """
 
 
@@ -416,8 +432,9 @@ context {r.length}, vocabulary {r.n_entities + kg.N_RELATIONS + 2}, tied embeddi
 - {r.n_walks} walks (walk seed {r.walk_seed}); each step draws {r.batch_size} of them with
   replacement
 - optimizer: AdamW (betas 0.9, 0.98), lr {r.lr}, weight decay {r.weight_decay} on {decay_text},
-  {metrics["settings"]["warmup"]} warmup steps then cosine decay to {r.min_lr:g} x lr,
-  {metrics["steps"]} steps
+  {metrics["settings"]["warmup"]} warmup steps then {
+        "a constant lr" if r.min_lr == 1.0 else f"cosine decay to {r.min_lr:g} x lr"
+    }, {metrics["steps"]} steps
 - seed {seed} (model init and batch order)
 - wall-clock training time {metrics["train_seconds"]:.1f} s on {metrics["machine"]}
   (a 2-core machine shared with other jobs; that is the CPU budget this run had)
