@@ -237,6 +237,8 @@ def test_small_recipe_learns_the_facts_and_reports_what_the_checkpoint_does(tmp_
         eval_every=200,
         eval_items=64,
         warmup=20,
+        skip_prob=0.2,
+        min_lr=0.1,
     )
     metrics = build_kg_ring(tmp_path / "kg", steps=400, recipe=recipe, progress=False)
     assert metrics["accuracy"]["direct"] > 0.8  # the seen facts are learnt (chance 1/12)
