@@ -140,6 +140,32 @@ def analyse(quick: bool = False) -> list[Any]:
     latent.frame.insert(0, "canary", np.arange(len(canaries)))
     latent.frame.insert(1, "kind", kinds)
     trace = _ce_trace(latent.frame, list(series), reps, kinds, matched)
+    # the baseline for "latent": never-seen controls on the same path (lev > 50 at the
+    # checkpoint after the step they stand in for, < 10 later), and a one-sided Fisher test
+    lf = latent.frame
+    path = (lf["lev_first"] > latent.summary["latent_threshold"]) & (
+        lf["min_lev_later"] < latent.summary["memorized_threshold"]
+    )
+    once_latent = int((lf["label"] == "latent").sum())
+    n_once, n_never = int((reps == 1).sum()), int((reps == 0).sum())
+    never_path = int((path & (reps == 0)).sum())
+    from scipy.stats import fisher_exact
+
+    fisher_p = float(
+        fisher_exact(
+            [[once_latent, n_once - once_latent], [never_path, n_never - never_path]],
+            alternative="greater",
+        )[1]
+    )
+    latent.summary |= {
+        "seen_once": n_once,
+        "never_seen_same_path": never_path,
+        "never_seen_total": n_never,
+        "latent_vs_never_seen_fisher_p": fisher_p,
+        "latent_by_kind": {
+            k: int(((lf["label"] == "latent") & (kinds == k)).sum()) for k in ("passage", "random")
+        },
+    }
 
     # 4. the cross-entropy diagnostic at the final model: canaries seen once or twice that the
     # audit cannot extract, against the never-seen controls of the same kind
@@ -254,7 +280,11 @@ def analyse(quick: bool = False) -> list[Any]:
         "later checkpoint, seen once; control = lev > "
         f"{s['latent_threshold']:.0f} at every checkpoint from first exposure on; never-seen = "
         f"a planted control. Found: {s['memorized']} memorized, {s['latent']} latent, "
-        f"{s['control']} control, {s['other']} other, {s['never-seen']} never-seen."
+        f"{s['control']} control, {s['other']} other, {s['never-seen']} never-seen. The "
+        f"baseline: {s['never_seen_same_path']} of the {s['never_seen_total']} never-seen "
+        f"controls follow the latent path too (lev > 50 after the step they stand in for, "
+        f"< 10 later); latent among the {s['seen_once']} canaries seen once vs that, one-sided "
+        f"Fisher p = {s['latent_vs_never_seen_fisher_p']:.3g}."
     )
     return [canary_table, scaling, audit, membership, latent, ce_diag, pert]
 
@@ -370,7 +400,11 @@ def _findings(
     lo, hi = s["slope_ci"]
     best = membership.frame.sort_values("auroc", ascending=False).iloc[0]
     latent_text = (
-        f"{latent['latent']} canaries were latently memorized"
+        f"{latent['latent']} canaries seen once were latently memorized "
+        f"({latent['latent_by_kind']['passage']} passage, {latent['latent_by_kind']['random']} "
+        f"random), against {latent['never_seen_same_path']} of {latent['never_seen_total']} "
+        f"never-seen controls on the same path (one-sided Fisher p = "
+        f"{latent['latent_vs_never_seen_fisher_p']:.3g})"
         if latent["latent"]
         else "no canary was latently memorized (none went from lev > 50 at the first snapshot "
         "after its exposure to lev < 10 later without being seen again)"
@@ -399,7 +433,10 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     title = "Latent memorization in canary-lm"
     page = pk.report.write(results, out / "latent_memorization.html", title=title)
     s = results[0].summary
-    latent_count = results[4].summary["latent"]
+    ls = results[4].summary
+    latent_count = ls["latent"]
+    # latent memorization counts when it exceeds what the never-seen controls do by chance
+    latent_shown = latent_count > 0 and ls["latent_vs_never_seen_fisher_p"] < 0.05
     c = results[5].summary
     headline = (
         f"{s['memorized']}/{s['canaries']} seen canaries memorized; slope "
@@ -408,13 +445,15 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     )
     rising = s["slope_ci"][0] > 0
     trace = c["ce_auroc"] >= c["aim"]
-    met = sum([rising, trace, latent_count > 0])
+    met = sum([rising, trace, latent_shown])
     label = "reproduced" if met == 3 else "partly" if met else "not"
     verdict = (
         f"{label}: P(memorized) changes by {s['slope_per_doubling']:.3f} per doubling of "
         f"repetitions (95% CI {s['slope_ci'][0]:.3f}..{s['slope_ci'][1]:.3f}); canaries seen "
         f"once or twice and not extractable vs never seen: CE AUROC {c['ce_auroc']:.3f} (aim "
-        f">= {c['aim']}); {latent_count} latent canaries (source: sequences seen once become "
+        f">= {c['aim']}); {latent_count} latent canaries vs {ls['never_seen_same_path']} of "
+        f"{ls['never_seen_total']} never-seen controls on the same path (Fisher p "
+        f"{ls['latent_vs_never_seen_fisher_p']:.2g}; source: sequences seen once become "
         "extractable later)"
     )
     return {"title": title, "path": page.name, "description": headline, "verdict": verdict}

@@ -45,6 +45,15 @@ def test_schedule_places_every_exposure_at_the_planned_steps():
     assert spread.steps == [[20, 40, 60, 80]]
 
 
+def test_shared_ngram_fraction_by_hand():
+    windows = torch.tensor([[1, 2, 3, 4, 5], [9, 9, 9, 9, 9]])
+    stream = torch.tensor([0, 1, 2, 3, 7, 4, 5])  # has (1,2), (2,3), (4,5); not (3,4) or (9,9)
+    got = canaries.shared_ngram_fraction(windows, stream, 2)
+    assert got.tolist() == [0.75, 0.0]
+    with pytest.raises(ValueError, match="n must be"):
+        canaries.shared_ngram_fraction(windows, stream, 6)
+
+
 def test_windows_are_non_overlapping_and_evenly_spread():
     stream = torch.arange(100)
     w = canaries.windows(stream, 10, count=4)
@@ -77,7 +86,15 @@ def test_shipped_schedule_shows_rare_canaries_early_once_and_plants_controls():
     from probekit.train.canary import CanaryLMRecipe, canary_data, snapshot_steps
 
     recipe = CanaryLMRecipe()
-    c = canary_data(recipe, recipe.steps).canaries
+    data = canary_data(recipe, recipe.steps)
+    c = data.canaries
+    # held-out text only where it is new: passage canaries and non-members share at most 10% of
+    # their 8-grams with the training text (by hand: a set of the training 8-grams)
+    train = data.train_stream.tolist()
+    grams = {tuple(train[i : i + 8]) for i in range(len(train) - 7)}
+    passages = c.tokens[[k == "passage" for k in c.kind]]
+    for row in torch.cat([passages, data.nonmembers]).tolist():
+        assert np.mean([tuple(row[i : i + 8]) in grams for i in range(len(row) - 7)]) <= 0.1
     snaps = snapshot_steps(recipe, recipe.steps)
     assert len(snaps) >= 14 and snaps[0] == recipe.snapshot_start
     assert set(np.diff(snaps + [recipe.steps])) == {recipe.steps // 20}

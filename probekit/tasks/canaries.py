@@ -123,6 +123,17 @@ def windows(stream: torch.Tensor, length: int, count: int | None = None) -> torc
     return all_windows[picks].clone()
 
 
+def shared_ngram_fraction(windows: torch.Tensor, stream: torch.Tensor, n: int = 8) -> torch.Tensor:
+    """Per window ``[N, L]``, the fraction of its ``n``-token n-grams that occur anywhere in
+    ``stream``: ``FloatTensor [N]`` (0 = nothing of it was seen, 1 = all of it)."""
+    if n < 1 or n > windows.shape[1]:
+        raise ValueError(f"n must be in 1..{windows.shape[1]}, got {n}")
+    seen = {tuple(g) for g in stream.unfold(0, n, 1).tolist()} if len(stream) >= n else set()
+    grams = windows.unfold(1, n, 1)  # [N, L - n + 1, n]
+    hits = [[tuple(g) in seen for g in row] for row in grams.tolist()]
+    return torch.tensor(hits, dtype=torch.float32).mean(1)
+
+
 @dataclass(frozen=True)
 class CanarySet:
     """Canaries and their insertion schedule.

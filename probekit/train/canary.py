@@ -54,7 +54,12 @@ class CanaryLMRecipe(LMSettings):
     spacing: int | None = 4  # canaries seen < spread_from times: every `spacing` steps, then never
     spread_from: int | None = 8  # canaries seen this often or more: spread evenly to the end
     canary_seed: int = 1
-    n_nonmembers: int = 160
+    n_nonmembers: int = 100
+    # held-out text is used (passage canaries, non-members) only where it is new: at most this
+    # share of a window's 8-token n-grams occurs anywhere in the training text (the Python docs
+    # repeat whole passages across topics)
+    max_shared_ngrams: float = 0.1
+    ngram: int = 8
     n_members: int = 160
     # a small Llama
     hidden_size: int = 128
@@ -97,6 +102,8 @@ def canary_data(recipe: CanaryLMRecipe, steps: int) -> CanaryData:
     held_stream = task.token_stream([topics[k] for k in held_names], tok)
     length = recipe.canary_len
     held_windows = task.windows(held_stream, length)
+    shared = task.shared_ngram_fraction(held_windows, train_stream, recipe.ngram)
+    held_windows = held_windows[shared <= recipe.max_shared_ngrams]
     if len(recipe.per_repetition) != len(recipe.repetitions):
         raise ValueError(
             f"per_repetition needs one count per repetition count {recipe.repetitions}, got "
@@ -105,7 +112,9 @@ def canary_data(recipe: CanaryLMRecipe, steps: int) -> CanaryData:
     n_each = sum(recipe.per_repetition)
     if len(held_windows) < n_each + recipe.n_nonmembers:
         raise ValueError(
-            f"held-out text has {len(held_windows)} windows of {length} tokens; need "
+            f"held-out text has {len(held_windows)} windows of {length} tokens that share at "
+            f"most {recipe.max_shared_ngrams:.0%} of their {recipe.ngram}-grams with the "
+            f"training text; need "
             f"{n_each + recipe.n_nonmembers} (passage canaries + non-members)"
         )
     # Passage canaries and non-members interleave over the held-out text (every k-th window is
@@ -357,7 +366,11 @@ study (`analyses/latent_memorization.py`, docs/memorization.md).
   the characters, split seed {r.split_seed}) are held out and never trained on.
 - Canaries: {r.canary_len} tokens each ({r.prefix_len} prefix + {r.suffix_len} suffix), two kinds
   (`passage` = a window of held-out documentation text, `random` = words drawn uniformly from the
-  training vocabulary; canary seed {r.canary_seed}), per kind {groups} repetitions.
+  training vocabulary; canary seed {r.canary_seed}), per kind {groups} repetitions. Held-out text
+  (passage canaries and non-member windows) is taken only from windows that share at most
+  {r.max_shared_ngrams:.0%} of their {r.ngram}-token n-grams with the training text: the Python
+  docs repeat whole passages across topics, and a "never-seen" passage that the training text
+  contains is extractable without ever being shown.
 - Schedule: canary `i` is first shown at step `waves[i mod {len(r.waves)}] + i div {len(r.waves)}`
   with waves {list(r.waves)}; a canary shown fewer than {r.spread_from} times is shown again every
   {r.spacing} steps until it has been seen that often, then never again (all before step
@@ -415,7 +428,10 @@ token Levenshtein < 10. Repetitions 0 are the never-seen controls.
 Duan et al.'s labels over the snapshots and the final model (memorized = lev < 10 at the first
 checkpoint after the first exposure; latent = lev > 50 there, < 10 at a later checkpoint, seen
 once; control = lev > 50 throughout): {counts}. Canaries seen once: {once}. Latent canaries:
-{latent_ids}.
+{latent_ids}. The baseline: never-seen controls that follow the same path (lev > 50 at the
+checkpoint after the step they stand in for, < 10 later):
+{lat.get("never_seen_latent_like", "n/a")} of {lat.get("labels", {}).get("never-seen", 0)};
+extractable at the final model: {lat.get("never_seen_extractable_final", "n/a")}.
 
 The cross-entropy trace: AUROC of -CE separating the canaries seen once or twice that are not
 extractable (lev >= 10) from the never-seen controls of the same kind, at each checkpoint
@@ -586,7 +602,22 @@ def _latent_summary(
                 values.append(None)
         trace[kind] = values
     labels = frame["label"].to_numpy()
+    # the baseline for "latent": never-seen controls that follow the same path (lev > 50 at the
+    # checkpoint after the step they stand in for, < 10 at a later one)
+    from probekit.stats.memorization import latent_labels
+
+    never = reps == 0
+    first_index = np.searchsorted(np.asarray(steps), np.asarray(matched, dtype=float), "right")
+    as_once = latent_labels(
+        lev[never],
+        first_index[never],
+        np.ones(int(never.sum()), int),
+        memorized_threshold,
+        result.summary["latent_threshold"],
+    )
     return {
+        "never_seen_latent_like": int((as_once == "latent").sum()),
+        "never_seen_extractable_final": int((lev[never, -1] < memorized_threshold).sum()),
         "checkpoints": steps,
         "labels": {str(k): int(v) for k, v in sorted(frame["label"].value_counts().items())},
         "labels_once": {
