@@ -203,10 +203,25 @@ def analyse(quick: bool = False) -> list[Any]:
         title="Cross-entropy diagnostic: seen once or twice, not extractable, vs never seen",
         frame=diag_table,
         summary={
-            "ce_auroc": diag_rows[0]["ce_auroc"],
-            "ce_auroc_ci": [diag_rows[0]["ce_auroc_ci_low"], diag_rows[0]["ce_auroc_ci_high"]],
+            # within each kind (the two kinds differ in CE level, so the pooled AUROC mixes
+            # that difference in); the pooled one is in the table
+            "ce_auroc": min(diag_rows[1]["ce_auroc"], diag_rows[2]["ce_auroc"]),
             "ce_auroc_passage": diag_rows[1]["ce_auroc"],
+            "ce_auroc_passage_ci": [
+                diag_rows[1]["ce_auroc_ci_low"],
+                diag_rows[1]["ce_auroc_ci_high"],
+            ],
             "ce_auroc_random": diag_rows[2]["ce_auroc"],
+            "ce_auroc_random_ci": [
+                diag_rows[2]["ce_auroc_ci_low"],
+                diag_rows[2]["ce_auroc_ci_high"],
+            ],
+            "ce_auroc_pooled": diag_rows[0]["ce_auroc"],
+            "ce_auroc_after_exposure": {
+                kind: float(trace[trace["kind"] == kind]["auroc"].iloc[0])
+                for kind in ("passage", "random")
+                if (trace["kind"] == kind).any()
+            },
             "aim": 0.75,
         },
         figs=_trace_figures(trace, latent.frame, reps, kinds, list(series)),
@@ -214,8 +229,10 @@ def analyse(quick: bool = False) -> list[Any]:
             "AUROC of -CE (the mean next-token cross-entropy over the 96 tokens) separating the "
             "canaries seen once or twice that the final model does not reproduce (lev >= 10) "
             "from the never-seen controls of the same kind, with a 95% bootstrap interval "
-            "(rows resampled). 0.5 = the exposure left no trace the loss can see. The figures "
-            "follow the same AUROC, and the mean edit distance, through the snapshots."
+            "(rows resampled), per kind and pooled (the kinds differ in CE level, so the pooled "
+            "AUROC mixes that in; the headline is the lower of the two kinds). 0.5 = the exposure "
+            "left no trace the loss can see. The figures follow the same AUROC, and the mean edit "
+            "distance, through the snapshots."
         ),
     )
 
@@ -419,9 +436,14 @@ def _findings(
         f"{per_kind['random']['slope']:.3f} per doubling. Membership of training vs held-out "
         f"text is best told by {best['score']} (AUROC {best['auroc']:.3f}). Across the "
         f"snapshots {latent_text}. The cross-entropy diagnostic tells the canaries seen once or "
-        f"twice that the final model does not reproduce from never-seen controls with AUROC "
-        f"{c['ce_auroc']:.3f} (95% CI {c['ce_auroc_ci'][0]:.3f}..{c['ce_auroc_ci'][1]:.3f}; "
-        f"passage {c['ce_auroc_passage']:.3f}, random {c['ce_auroc_random']:.3f}). Under weight "
+        f"twice that the final model does not reproduce from never-seen controls of the same "
+        f"kind with AUROC {c['ce_auroc_passage']:.3f} for passages (95% CI "
+        f"{c['ce_auroc_passage_ci'][0]:.3f}..{c['ce_auroc_passage_ci'][1]:.3f}) and "
+        f"{c['ce_auroc_random']:.3f} for random words (95% CI "
+        f"{c['ce_auroc_random_ci'][0]:.3f}..{c['ce_auroc_random_ci'][1]:.3f}); at the first "
+        f"snapshot after the exposure it was "
+        + ", ".join(f"{k} {v:.3f}" for k, v in c["ce_auroc_after_exposure"].items())
+        + ". Under weight "
         f"noise at most {p['best_fraction_seen']:.0%} of those seen canaries and "
         f"{p['best_fraction_never_seen']:.0%} of the never-seen controls became extractable."
     )
@@ -441,7 +463,8 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     headline = (
         f"{s['memorized']}/{s['canaries']} seen canaries memorized; slope "
         f"{s['slope_per_doubling']:.3f} per doubling of repetitions; CE diagnostic AUROC "
-        f"{c['ce_auroc']:.3f}; latent: {latent_count}"
+        f"passage {c['ce_auroc_passage']:.3f}, random {c['ce_auroc_random']:.3f}; latent: "
+        f"{latent_count}"
     )
     rising = s["slope_ci"][0] > 0
     trace = c["ce_auroc"] >= c["aim"]
@@ -450,7 +473,8 @@ def run(out: Path, quick: bool = False) -> dict[str, str]:
     verdict = (
         f"{label}: P(memorized) changes by {s['slope_per_doubling']:.3f} per doubling of "
         f"repetitions (95% CI {s['slope_ci'][0]:.3f}..{s['slope_ci'][1]:.3f}); canaries seen "
-        f"once or twice and not extractable vs never seen: CE AUROC {c['ce_auroc']:.3f} (aim "
+        f"once or twice and not extractable vs never seen: CE AUROC passage "
+        f"{c['ce_auroc_passage']:.3f}, random {c['ce_auroc_random']:.3f} (aim "
         f">= {c['aim']}); {latent_count} latent canaries vs {ls['never_seen_same_path']} of "
         f"{ls['never_seen_total']} never-seen controls on the same path (Fisher p "
         f"{ls['latent_vs_never_seen_fisher_p']:.2g}; source: sequences seen once become "
