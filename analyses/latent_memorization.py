@@ -139,7 +139,11 @@ def analyse(quick: bool = False) -> list[Any]:
     latent = mem.latent(series, canaries, first_seen=matched, repetitions=reps)
     latent.frame.insert(0, "canary", np.arange(len(canaries)))
     latent.frame.insert(1, "kind", kinds)
-    trace = _ce_trace(latent.frame, list(series), reps, kinds, matched)
+    trace = (
+        mem.exposure_trace(latent, reps, matched, groups=kinds)
+        .rename(columns={"group": "kind"})
+        .dropna(subset=["auroc"])
+    )
     # the baseline for "latent": never-seen controls on the same path (lev > 50 at the
     # checkpoint after the step they stand in for, < 10 later), and a one-sided Fisher test
     lf = latent.frame
@@ -308,32 +312,6 @@ def analyse(quick: bool = False) -> list[Any]:
 
 SIGMAS = (0.03, 0.1, 0.3)
 DRAWS = 50
-
-
-def _ce_trace(
-    frame: pd.DataFrame,
-    steps: list[int],
-    reps: np.ndarray,
-    kinds: np.ndarray,
-    matched: np.ndarray,
-) -> pd.DataFrame:
-    """AUROC of -CE, seen once or twice and not extractable vs never seen, per checkpoint."""
-    rows = []
-    for step in steps:
-        lev, ce = frame[f"lev@{step}"].to_numpy(), frame[f"ce@{step}"].to_numpy()
-        shown = matched < step
-        for kind in ("passage", "random"):
-            hidden = shown & (kinds == kind) & (reps >= 1) & (reps <= 2) & (lev >= 10)
-            never = shown & (kinds == kind) & (reps == 0)
-            if hidden.any() and never.any():
-                rows.append({"step": step, "kind": kind, "auroc": _auroc(-ce, hidden, never)})
-    return pd.DataFrame(rows, columns=["step", "kind", "auroc"])
-
-
-def _auroc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
-    """Mann-Whitney AUROC of ``score`` for positives ``pos`` vs negatives ``neg`` (ties 1/2)."""
-    a, b = score[pos][:, None], score[neg][None, :]
-    return float(((a > b) + 0.5 * (a == b)).mean())
 
 
 def _trace_figures(

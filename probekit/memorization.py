@@ -79,6 +79,7 @@ __all__ = [
     "min_k_pp",
     "min_k_prob",
     "perturbation_recovery",
+    "exposure_trace",
     "repetition_scaling",
     "roc_points",
     "snapshot_series",
@@ -775,6 +776,56 @@ def latent(
         "mean_ce_first_control": float(ce_first[is_control].mean()) if is_control.any() else None,
     }
     return LatentResult(frame=frame, summary=summary, trajectories=traj)
+
+
+def exposure_trace(
+    latent_result: LatentResult,
+    repetitions: Sequence[int],
+    shown_at: Sequence[int],
+    groups: Sequence[str] | None = None,
+    max_repetitions: int = 2,
+) -> pd.DataFrame:
+    """The cross-entropy trace of an exposure through a checkpoint series, per group.
+
+    At each checkpoint of ``latent_result`` (from :func:`latent`), the AUROC of ``-ce``
+    separating the sequences seen 1..``max_repetitions`` times that are not extractable there
+    (``lev >=`` the memorized threshold) from the never-seen ones (``repetitions`` 0), among the
+    sequences already shown (or, for never-seen ones, standing in for a step) before it
+    (``shown_at < step``), within each group (e.g. the kind of text; default one group "all").
+    Returns ``step, group, auroc, seen, never_seen``; the AUROC is NaN where a side is empty.
+    """
+    frame = latent_result.frame
+    steps = latent_result.summary["checkpoints"]
+    reps = np.asarray(repetitions)
+    shown = np.asarray(shown_at)
+    group = np.asarray(["all"] * len(frame) if groups is None else groups)
+    if not (len(reps) == len(shown) == len(group) == len(frame)):
+        raise ValueError(
+            f"repetitions, shown_at and groups must be one per sequence ({len(frame)}), got "
+            f"{len(reps)}, {len(shown)}, {len(group)}"
+        )
+    threshold = latent_result.summary["memorized_threshold"]
+    rows = []
+    for step in steps:
+        lev, ce = frame[f"lev@{step}"].to_numpy(), frame[f"ce@{step}"].to_numpy()
+        for name in dict.fromkeys(group.tolist()):
+            here = (group == name) & (shown < step)
+            seen = here & (reps >= 1) & (reps <= max_repetitions) & (lev >= threshold)
+            never = here & (reps == 0)
+            auc = float("nan")
+            if seen.any() and never.any():
+                both = seen | never
+                auc = float(auroc_rows(-ce[both][None], seen[both][None])[0])
+            rows.append(
+                {
+                    "step": step,
+                    "group": name,
+                    "auroc": auc,
+                    "seen": int(seen.sum()),
+                    "never_seen": int(never.sum()),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 # ============================================================================ perturbation

@@ -402,6 +402,17 @@ def test_latent_over_checkpoints_and_first_seen_mapping():
     got = with_never.summary["ce_auroc_seen_not_extractable_vs_never_seen"]
     assert got == pytest.approx(expected)
     assert with_never.summary["never-seen"] == 2
+    # the same AUROC per checkpoint, among the sequences already shown there
+    trace = mem.exposure_trace(with_never, reps, [0, 9, 10, 15, 5]).set_index("step")
+    assert trace.loc[30, "auroc"] == pytest.approx(expected)
+    lev10 = g["lev@10"].to_numpy()
+    seen10 = np.array([True, True, False, False, False]) & (lev10 >= 12 * 10 / 64)
+    assert trace.loc[10, "seen"] == seen10.sum() and trace.loc[10, "never_seen"] == 1
+    if seen10.any():
+        pick = seen10 | np.array([False, False, False, False, True])
+        assert trace.loc[10, "auroc"] == pytest.approx(
+            roc_auc_score(seen10[pick], -g["ce@10"].to_numpy()[pick])
+        )
     assert len(result.figures()) == 2
     with pytest.raises(ValueError, match="increasing integers"):
         mem.latent({2: checkpoints[10], 1: checkpoints[20]}, tokens, prefix_len=8, suffix_len=12)

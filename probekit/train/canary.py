@@ -562,7 +562,6 @@ def _latent_summary(
     import numpy as np
 
     from probekit import memorization
-    from probekit.stats.memorization import auroc_rows
 
     series = memorization.snapshot_series(model_dir)
     matched = c.matched_step or c.first_seen
@@ -583,24 +582,12 @@ def _latent_summary(
     ce = frame[[f"ce@{s}" for s in steps]].to_numpy()
     memorized_threshold = result.summary["memorized_threshold"]
     trace: dict[str, list[float | None]] = {}
-    for kind in ("all", *task.CANARY_KINDS):
-        of_kind = np.ones(len(reps), bool) if kind == "all" else kinds == kind
-        values: list[float | None] = []
-        for j in range(len(steps)):
-            # only canaries already shown at checkpoint j
-            shown = np.asarray([m is not None and m < steps[j] for m in matched])
-            hidden = (
-                of_kind & shown & (reps >= 1) & (reps <= 2) & (lev[:, j] >= memorized_threshold)
-            )
-            never = of_kind & shown & (reps == 0)
-            if hidden.any() and never.any():
-                both = hidden | never
-                values.append(
-                    round(float(auroc_rows(-ce[both, j][None], hidden[both][None])[0]), 4)
-                )
-            else:
-                values.append(None)
-        trace[kind] = values
+    for name, groups in (("all", None), ("kind", kinds)):
+        table = memorization.exposure_trace(result, reps, matched, groups)
+        for group, part in table.groupby("group", sort=False):
+            trace[str(group) if name == "kind" else "all"] = [
+                None if np.isnan(v) else round(float(v), 4) for v in part["auroc"]
+            ]
     labels = frame["label"].to_numpy()
     # the baseline for "latent": never-seen controls that follow the same path (lev > 50 at the
     # checkpoint after the step they stand in for, < 10 at a later one)
