@@ -368,7 +368,14 @@ def test_latent_labels_follow_duan_definitions():
     reps = np.array([1, 1, 4, 1, 1, 1, 1, 0])
     labels = mem.latent_labels(lev, first, reps, 10, 50).tolist()
     assert labels == [
-        "memorized", "latent", "other", "control", "other", "memorized", "unseen", "never-seen"
+        "memorized",
+        "latent",
+        "other",
+        "control",
+        "other",
+        "memorized",
+        "unseen",
+        "never-seen",
     ]
 
 
@@ -391,7 +398,11 @@ def test_latent_over_checkpoints_and_first_seen_mapping():
 
     reps = [1, 2, 0, 1, 0]
     with_never = mem.latent(
-        checkpoints, tokens, first_seen=[0, 9, 10, 15, 5], repetitions=reps, prefix_len=8,
+        checkpoints,
+        tokens,
+        first_seen=[0, 9, 10, 15, 5],
+        repetitions=reps,
+        prefix_len=8,
         suffix_len=12,
     )
     g = with_never.frame

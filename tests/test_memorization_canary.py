@@ -154,12 +154,16 @@ def test_canary_recipe_small_run_writes_schedule_snapshots_and_ce_trace(tmp_path
     assert lat["checkpoints"] == snaps + [160]
     # the final CE diagnostic by hand: HF forward pass, mean next-token CE over the 96 tokens
     model = AutoModelForCausalLM.from_pretrained(out).eval()
-    tokens = torch.tensor([json.loads(line)["tokens"] for line in (out / "data" / "canaries.jsonl").open()])
+    tokens = torch.tensor(
+        [json.loads(line)["tokens"] for line in (out / "data" / "canaries.jsonl").open()]
+    )
     with torch.no_grad():
         logits = model(tokens).logits[:, :-1]
-    ce = torch.nn.functional.cross_entropy(
-        logits.transpose(1, 2), tokens[:, 1:], reduction="none"
-    ).mean(1).numpy()
+    ce = (
+        torch.nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+        .mean(1)
+        .numpy()
+    )
     reps = np.asarray(schedule["repetitions"])
     audit = pd.DataFrame(m["audit"]["by_repetition"])
     assert audit.loc[audit["repetitions"] == 0, "n"].sum() == (reps == 0).sum()
