@@ -581,29 +581,22 @@ def _latent_summary(
     lev = frame[[f"lev@{s}" for s in steps]].to_numpy()
     ce = frame[[f"ce@{s}" for s in steps]].to_numpy()
     memorized_threshold = result.summary["memorized_threshold"]
-    trace: dict[str, list[float | None]] = {}
-    for name, groups in (("all", None), ("kind", kinds)):
-        table = memorization.exposure_trace(result, reps, matched, groups)
-        for group, part in table.groupby("group", sort=False):
-            trace[str(group) if name == "kind" else "all"] = [
-                None if np.isnan(v) else round(float(v), 4) for v in part["auroc"]
-            ]
+
+    def aurocs(part: Any) -> list[float | None]:
+        return [None if np.isnan(v) else round(float(v), 4) for v in part["auroc"]]
+
+    trace = {"all": aurocs(memorization.exposure_trace(result, reps, matched))}
+    by_kind = memorization.exposure_trace(result, reps, matched, groups=kinds)
+    trace |= {str(kind): aurocs(part) for kind, part in by_kind.groupby("group", sort=False)}
     labels = frame["label"].to_numpy()
     # the baseline for "latent": never-seen controls that follow the same path (lev > 50 at the
     # checkpoint after the step they stand in for, < 10 at a later one)
-    from probekit.stats.memorization import latent_labels
-
     never = reps == 0
-    first_index = np.searchsorted(np.asarray(steps), np.asarray(matched, dtype=float), "right")
-    as_once = latent_labels(
-        lev[never],
-        first_index[never],
-        np.ones(int(never.sum()), int),
-        memorized_threshold,
-        result.summary["latent_threshold"],
+    same_path = (frame["lev_first"] > result.summary["latent_threshold"]) & (
+        frame["min_lev_later"] < memorized_threshold
     )
     return {
-        "never_seen_latent_like": int((as_once == "latent").sum()),
+        "never_seen_latent_like": int((same_path & never).sum()),
         "never_seen_extractable_final": int((lev[never, -1] < memorized_threshold).sum()),
         "checkpoints": steps,
         "labels": {str(k): int(v) for k, v in sorted(frame["label"].value_counts().items())},
