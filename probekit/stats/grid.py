@@ -197,19 +197,21 @@ def _autocorrelogram_block(x: np.ndarray) -> np.ndarray:
 
     n = np.rint(corr(fm, fm))
     s1, s11, s12 = corr(fz, fm), corr(fz2, fm), corr(fz, fz)
-    # corr(m, z)[d] = corr(z, m)[-d]: the second copy's sums are the first's, point-reflected
-    s2, s22 = s1[:, ::-1, ::-1], s11[:, ::-1, ::-1]
-    var1 = n * s11 - s1 * s1
-    var2 = n * s22 - s2 * s2
-    cov = n * s12 - s1 * s2
-    tol = 1e-9
-    ok = (
-        (n >= 2)
-        & (var1 > tol * np.maximum(n * s11, 1e-300))
-        & (var2 > tol * np.maximum(n * s22, 1e-300))
-    )
+    # corr(m, z)[d] = corr(z, m)[-d] and n[d] = n[-d] exactly (integer counts), so the second
+    # copy's sums, and its variance, are the first's point-reflected: computed once.
+    ns11 = n * s11
+    var1 = ns11 - s1 * s1
+    var2 = var1[:, ::-1, ::-1]
+    cov = n * s12
+    cov -= s1 * s1[:, ::-1, ::-1]
+    np.maximum(ns11, 1e-300, out=ns11)
+    ns11 *= 1e-9
+    ok1 = var1 > ns11
+    ok = (n >= 2) & ok1 & ok1[:, ::-1, ::-1]
+    den = var1 * var2
+    den[~ok] = 1.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        sac = cov / np.sqrt(np.where(ok, var1 * var2, 1.0))
+        sac = np.divide(cov, np.sqrt(den, out=den), out=cov)
     sac[~ok] = np.nan
     return np.clip(sac, -1.0, 1.0, out=sac, where=ok)
 
