@@ -56,6 +56,7 @@ def test_help_does_not_import_transformer_lens():
         ),
         (["train", "no-such-recipe"], "is not a recipe"),
         (["demo", "--only", "no_such_analysis"], "unknown analyses"),
+        (["demo", "--jobs", "0"], "--jobs must be >= 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(argv, expected):
