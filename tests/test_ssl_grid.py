@@ -366,3 +366,18 @@ def test_card_measurement_survives_a_single_grid_cell():
     assert found["frame"]["is_grid"].tolist() == [True] + [False] * 7
     two = module_table_or_single(pop.ratemaps[[0, 0, 0, 1]], extent=pop.extent)
     assert two["summary"]["n_grid"] == 3 and two["summary"]["n_modules"] == 1
+
+
+def test_invariance_weight_schedule_is_constant_then_geometric():
+    from probekit.train.grid_ssl import GridSSLRecipe
+
+    fixed = GridSSLRecipe(invariance_weight=0.7)
+    assert {fixed.invariance_at(s, 100) for s in range(100)} == {0.7}
+    r = GridSSLRecipe(invariance_weight=1.0, invariance_weight_final=0.1, anneal_start=40)
+    steps = 101
+    assert r.invariance_at(0, steps) == r.invariance_at(40, steps) == 1.0
+    assert r.invariance_at(100, steps) == pytest.approx(0.1)
+    # half way through the anneal: the geometric mean of the two ends
+    assert r.invariance_at(70, steps) == pytest.approx(0.1**0.5)
+    assert r.weights(70, steps)["invariance"] == pytest.approx(0.1**0.5)
+    assert r.weights()["invariance"] == 1.0

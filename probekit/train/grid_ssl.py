@@ -51,6 +51,10 @@ class GridSSLRecipe:
     sigma_g: float = navigation.SSL_SIGMA_G
     separation_weight: float = 1.0
     invariance_weight: float = 1.0
+    #: If set, the invariance weight goes from ``invariance_weight`` to this value
+    #: geometrically over the steps after ``anneal_start`` (None: constant).
+    invariance_weight_final: float | None = None
+    anneal_start: int = 0
     capacity_weight: float = 0.5
     conformal_weight: float = 1.0
     steps: int = 1100
@@ -65,10 +69,19 @@ class GridSSLRecipe:
     shuffle_seed: int = 5
     ablation_steps: int = 400
 
-    def weights(self) -> dict[str, float]:
+    def invariance_at(self, step: int, steps: int) -> float:
+        """The invariance weight at ``step`` of a ``steps``-step run (see
+        ``invariance_weight_final``)."""
+        final = self.invariance_weight_final
+        if final is None or step <= self.anneal_start or steps - 1 <= self.anneal_start:
+            return self.invariance_weight
+        frac = min(1.0, (step - self.anneal_start) / (steps - 1 - self.anneal_start))
+        return self.invariance_weight * (final / self.invariance_weight) ** frac
+
+    def weights(self, step: int = 0, steps: int = 1) -> dict[str, float]:
         return {
             "separation": self.separation_weight,
-            "invariance": self.invariance_weight,
+            "invariance": self.invariance_at(step, steps),
             "capacity": self.capacity_weight,
             "conformal": self.conformal_weight,
         }
@@ -117,7 +130,11 @@ def train_grid_ssl(
         )
         batch = navigation.SSLBatch(*(x.to(device) for x in batch))
         terms = navigation.ssl_losses(
-            model, batch, sigma_x=recipe.sigma_x, sigma_g=recipe.sigma_g, weights=recipe.weights()
+            model,
+            batch,
+            sigma_x=recipe.sigma_x,
+            sigma_g=recipe.sigma_g,
+            weights=recipe.weights(step, steps),
         )
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
