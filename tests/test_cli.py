@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -177,3 +178,66 @@ def test_analysis_modules_import_without_transformer_lens():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _toy_study(path, name, body="", seed_line=""):
+    path.write_text(
+        "from pathlib import Path\n"
+        "import os\n"
+        f"def run(out, quick=False):\n"
+        f"    {body or 'pass'}\n"
+        f"    page = Path(out) / '{name}.html'\n"
+        f"    page.write_text('<html>{name} ' + str(os.getpid()) + '</html>')\n"
+        f"    return {{'title': '{name}', 'path': str(page), 'verdict': 'partly',"
+        f" 'description': 'toy'}}\n"
+    )
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_demo_runs_studies_in_parallel_and_indexes_them_in_order(tmp_path, monkeypatch, jobs):
+    """--jobs 2 runs each study in its own process; the index lists them alphabetically either
+    way, and the times of the run are kept for the next run's longest-first order."""
+    import argparse
+
+    from probekit.commands import demo
+
+    studies = tmp_path / "analyses"
+    studies.mkdir()
+    for name in ("b_two", "a_one", "c_three"):
+        _toy_study(studies / f"{name}.py", name)
+    monkeypatch.setattr(demo, "analyses_dir", lambda: studies)
+    out = tmp_path / "report"
+    args = argparse.Namespace(out=str(out), only=None, quick=False, threads=1, jobs=jobs)
+    assert demo._run(args) == 0
+    index = (out / "index.html").read_text()
+    hrefs = re.findall(r'href="([a-z_]+)\.html"', index)
+    assert hrefs == ["a_one", "b_two", "c_three"]
+    times = json.loads((out / "_cache" / "demo_times.json").read_text())
+    assert sorted(times) == ["a_one", "b_two", "c_three"]
+    pids = {(out / f"{n}.html").read_text().split()[1].split("<")[0] for n in times}
+    if jobs == 1:
+        assert pids == {str(os.getpid())}  # in this process
+    else:
+        assert str(os.getpid()) not in pids  # in worker processes
+    # the next run starts the slowest study first
+    times["c_three"] = 99.0
+    (out / "_cache" / "demo_times.json").write_text(json.dumps(times))
+    order = demo._schedule(sorted(studies.glob("*.py")), out, "")
+    assert order[0].stem == "c_three"
+
+
+def test_demo_stops_on_a_failing_study_without_writing_an_index(tmp_path, monkeypatch):
+    import argparse
+
+    from probekit.commands import demo
+
+    studies = tmp_path / "analyses"
+    studies.mkdir()
+    _toy_study(studies / "a_bad.py", "a_bad", body="raise RuntimeError('study a_bad broke')")
+    _toy_study(studies / "b_ok.py", "b_ok")
+    monkeypatch.setattr(demo, "analyses_dir", lambda: studies)
+    out = tmp_path / "report"
+    args = argparse.Namespace(out=str(out), only=None, quick=False, threads=1, jobs=2)
+    with pytest.raises(RuntimeError, match="study a_bad broke"):
+        demo._run(args)
+    assert not (out / "index.html").exists()

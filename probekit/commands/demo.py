@@ -144,8 +144,14 @@ def _run(args: argparse.Namespace) -> int:
                 script.stem: pool.submit(run_study, str(script), str(out), args.quick, args.threads)
                 for script in _schedule(scripts, out, "_quick" if args.quick else "")
             }
-            for stem, future in futures.items():
-                results[stem] = future.result()
+            try:
+                for stem, future in futures.items():
+                    results[stem] = future.result()
+            except BaseException:
+                # a failed study stops the demo: the studies not started yet are dropped (the
+                # one still running finishes its page), and no index is written
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     entries = []
     for script in scripts:
         entry = dict(results[script.stem][0])
