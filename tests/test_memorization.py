@@ -557,3 +557,43 @@ def test_one_pass_scoring_and_decoding_equals_logits_then_generate(kind):
     assert torch.equal(longer, generated)
     with pytest.raises(ValueError, match="prefix_len"):
         r.logits_and_generate(tokens, 0, 4)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_preallocated_kv_cache_decodes_the_same_tokens_in_place(kind, monkeypatch):
+    """Decoding writes each step's keys and values into one buffer per layer (no concatenation):
+    the same tokens as with Hugging Face's concatenating cache and as its own generate."""
+    import probekit.models.runner as runner_module
+
+    hf = _tiny_hf(kind)
+    tokens = _tokens(5, 20, seed=7)
+    r = runner_module.runner(hf)
+    fast = r.generate(tokens[:, :8], 12)
+    monkeypatch.setattr(runner_module, "preallocate_kv", lambda cache, extra: False)
+    slow = r.generate(tokens[:, :8], 12)
+    monkeypatch.undo()
+    with torch.no_grad():
+        out = hf.generate(
+            tokens[:, :8],
+            attention_mask=torch.ones_like(tokens[:, :8]),
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+    assert torch.equal(fast, slow) and torch.equal(fast, out[:, 8:])
+    # the cache really is written in place, and grows by concatenation once out of room
+    with torch.no_grad():
+        cache = hf(input_ids=tokens[:, :8], use_cache=True).past_key_values
+        assert runner_module.preallocate_kv(cache, 2)
+        layer = cache.layers[0]
+        buffer = layer._probekit_buffers[0]
+        hf(input_ids=tokens[:, 8:9], past_key_values=cache, use_cache=True)
+        assert layer.keys.shape[-2] == 9 and layer.keys.data_ptr() == buffer.data_ptr()
+        hf(input_ids=tokens[:, 9:10], past_key_values=cache, use_cache=True)
+        hf(input_ids=tokens[:, 10:11], past_key_values=cache, use_cache=True)
+        assert layer.keys.shape[-2] == 11  # past the buffer's 10 positions: concatenated
+        assert torch.equal(layer.keys[..., :10, :], buffer)
+    assert not runner_module.preallocate_kv(None, 4)
+    assert not runner_module.preallocate_kv(cache, 0)

@@ -25,7 +25,7 @@ import inspect
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 from typing import Any
 
 import torch
@@ -62,6 +62,57 @@ def _is_hf(model: Any) -> bool:
     except ImportError:  # pragma: no cover - transformers comes with transformer-lens
         return False
     return isinstance(model, PreTrainedModel)
+
+
+def preallocate_kv(cache: Any, extra: int) -> bool:
+    """Give each layer of a Hugging Face ``DynamicCache`` room for ``extra`` more positions, so
+    that decoding writes each new key and value in place instead of concatenating.
+
+    A ``DynamicLayer`` grows by ``torch.cat`` at every step: decoding ``m`` tokens after a
+    ``k``-token prefix copies the whole cache ``m`` times, O((k + m)^2) memory traffic per
+    sequence; on a small model that copying is most of a greedy decode's time (measured: 2/3
+    on canary-lm). Here each layer's keys and values live in one buffer and the cache holds
+    views of its first positions, which the attention reads as it would the concatenated
+    tensors (same values, same shapes). Layers of another type, or a cache that is not a
+    ``DynamicCache``, are left alone (returns False). A layer that outgrows its buffer falls
+    back to concatenation.
+    """
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # pragma: no cover - transformers 4.x
+        return False
+    layers = getattr(cache, "layers", None)
+    if not layers or extra < 1 or any(type(layer) is not DynamicLayer for layer in layers):
+        return False
+    if any(not layer.is_initialized or layer.keys.ndim != 4 for layer in layers):
+        return False
+    for layer in layers:
+        keys, values = layer.keys, layer.values
+        length = keys.shape[-2]
+        kbuf = keys.new_empty(*keys.shape[:-2], length + extra, keys.shape[-1])
+        vbuf = values.new_empty(*values.shape[:-2], length + extra, values.shape[-1])
+        kbuf[..., :length, :] = keys
+        vbuf[..., :length, :] = values
+        layer.keys, layer.values = kbuf[..., :length, :], vbuf[..., :length, :]
+        layer._probekit_buffers = (kbuf, vbuf)
+        layer.update = MethodType(_update_in_place, layer)
+    return True
+
+
+def _update_in_place(
+    self: Any, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
+):
+    kbuf, vbuf = self._probekit_buffers
+    length, new = self.keys.shape[-2], key_states.shape[-2]
+    if length + new > kbuf.shape[-2]:  # out of room: concatenate as DynamicLayer does
+        self.keys = torch.cat([self.keys, key_states], dim=-2)
+        self.values = torch.cat([self.values, value_states], dim=-2)
+        return self.keys, self.values
+    kbuf[..., length : length + new, :] = key_states
+    vbuf[..., length : length + new, :] = value_states
+    self.keys = kbuf[..., : length + new, :]
+    self.values = vbuf[..., : length + new, :]
+    return self.keys, self.values
 
 
 class Runner:
@@ -218,6 +269,9 @@ class Runner:
         # ``past_key_values``.
         params = inspect.signature(module.forward).parameters
         cache_arg = "cache" if "cache" in params else "past_key_values"
+        if steps > 1:
+            past = getattr(result, "cache", None) or getattr(result, "past_key_values", None)
+            preallocate_kv(past, steps - 1)
         for t in range(steps):
             out[:, t] = pick(result.logits[:, -1])
             if t + 1 < steps:
