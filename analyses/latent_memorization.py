@@ -11,7 +11,7 @@ documentation with planted canaries; docs/memorization.md, Duan et al. on latent
 4. weight-perturbation recovery on the final model for the canaries seen once.
 
 The canary schedule (``schedule.json``) is used here only to evaluate what the audit found; the
-audit itself never reads it. Built only from the public API (pk.load, pk.memorization,
+audit itself never reads it. Built only from the public API (pk.models.runner, pk.memorization,
 pk.report). Run alone: ``python analyses/latent_memorization.py --out report/``.
 """
 
@@ -50,7 +50,8 @@ def analyse(quick: bool = False) -> list[Any]:
         keep = np.flatnonzero(np.arange(len(reps)) % 3 == 0)
         canaries, reps, kinds = canaries[keep], reps[keep], kinds[keep]
         members, nonmembers = members[::4], nonmembers[::4]
-    model = pk.load(CHECKPOINT)
+    # scoring and decoding need no hooks: the plain model's runner, no TransformerLens bridge
+    model = pk.models.runner.runner(CHECKPOINT)
 
     # 1. audit of the canaries on the final model (one batched call for canaries, training
     # windows and held-out windows: decoding cost grows with calls more than with batch size)

@@ -180,7 +180,22 @@ def test_analysis_modules_import_without_transformer_lens():
     assert proc.returncode == 0, proc.stderr
 
 
-def _toy_study(path, name, body="", seed_line=""):
+def test_scoring_a_hugging_face_checkpoint_needs_no_transformer_lens():
+    """runner(path) of a Hugging Face directory scores and decodes with the plain model: the
+    memorization studies do not pay TransformerLens's import."""
+    code = (
+        "import sys, torch\n"
+        "from probekit.models.runner import runner\n"
+        "r = runner('checkpoints/canary-lm')\n"
+        "out = r.generate(torch.zeros(2, 4, dtype=torch.long), 3)\n"
+        "assert out.shape == (2, 3), out.shape\n"
+        "assert 'transformer_lens' not in sys.modules, 'transformer_lens imported'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _toy_study(path, name, body=""):
     path.write_text(
         "from pathlib import Path\n"
         "import os\n"

@@ -49,6 +49,15 @@ def is_bridge(model: Any) -> bool:
     return isinstance(model, bridge_module.TransformerBridge)
 
 
+def is_hooked_rnn(model: Any) -> bool:
+    """Whether ``model`` is a :class:`probekit.models.HookedRNN` (checked without importing
+    the RNN module, and with it TransformerLens, when no RNN was ever built)."""
+    import sys
+
+    rnn_module = sys.modules.get("probekit.models.rnn")
+    return rnn_module is not None and isinstance(model, rnn_module.HookedRNN)
+
+
 def hf_model_of(model: nn.Module) -> nn.Module | None:
     """The Hugging Face model a bridge wraps (its components swapped in), or None."""
     if is_bridge(model):
@@ -119,13 +128,12 @@ class Runner:
     """Runs one model. Build it with :func:`runner` (cached per model object)."""
 
     def __init__(self, model: Any, tokenizer: Any = None) -> None:
-        from probekit.models.rnn import HookedRNN
 
         self.model = model
         self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         self._plain: nn.Module | None = None
         self._bare: bool | None = None
-        if isinstance(model, HookedRNN):
+        if is_hooked_rnn(model):
             self.family = "rnn"
             self.architecture = model.cfg.kind
             self.vocab_size = model.cfg.vocab_size
