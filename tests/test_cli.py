@@ -239,6 +239,10 @@ def test_demo_runs_studies_in_parallel_and_indexes_them_in_order(tmp_path, monke
     (out / "_cache" / "demo_times.json").write_text(json.dumps(times))
     order = demo._schedule(sorted(studies.glob("*.py")), out, "")
     assert order[0].stem == "c_three"
+    # a run of one study keeps the others' times
+    demo._run(argparse.Namespace(out=str(out), only=["a_one"], quick=False, threads=1, jobs=jobs))
+    kept = json.loads((out / "_cache" / "demo_times.json").read_text())
+    assert sorted(kept) == ["a_one", "b_two", "c_three"] and kept["c_three"] == 99.0
 
 
 def test_demo_stops_on_a_failing_study_without_writing_an_index(tmp_path, monkeypatch):

@@ -166,6 +166,10 @@ def _run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - total
     times = {stem: results[stem][1] for stem in sorted(results)}
     times_file = out / TIMES_FILE.format("_quick" if args.quick else "")
+    try:  # keep the times of studies this run skipped (--only)
+        times = json.loads(times_file.read_text()) | times
+    except (OSError, ValueError, TypeError):
+        pass
     times_file.parent.mkdir(parents=True, exist_ok=True)
     times_file.write_text(json.dumps(times, indent=1) + "\n")
     # CPU time is what the study costs; wall time also counts whatever else the machine runs
