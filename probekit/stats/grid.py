@@ -360,9 +360,18 @@ def grid_scores_from_sac(
     """
     if method not in ("banino", "min_max"):
         raise ValueError(f"method must be 'banino' or 'min_max', got {method!r}")
-    s = np.nan_to_num(check_maps(sac, "sac"), nan=0.0)
+    s = _nan_as_zero(check_maps(sac, "sac"))
     with single_thread_blas():
         return _scores_from_sac(s, method, chunk)
+
+
+def _nan_as_zero(s: np.ndarray) -> np.ndarray:
+    """``np.nan_to_num(s, nan=0.0)`` (a new array; infinities, never in an autocorrelogram, as
+    it treats them) in two passes instead of its six."""
+    s = np.where(np.isnan(s), 0.0, s)
+    if np.isinf(s).any():
+        np.nan_to_num(s, copy=False)
+    return s
 
 
 @contextlib.contextmanager
@@ -426,8 +435,17 @@ def score_table(
     maps = check_maps(maps)
     if method not in ("banino", "min_max"):
         raise ValueError(f"method must be 'banino' or 'min_max', got {method!r}")
-    sacs = autocorrelogram(maps, chunk=chunk)
-    res = grid_scores_from_sac(sacs, method=method, chunk=chunk)
+    # Each chunk's autocorrelograms are scored while they are still in the CPU's cache (the
+    # same arithmetic per unit as autocorrelogram() then grid_scores_from_sac()).
+    u, ny, nx = maps.shape
+    sacs = np.empty((u, 2 * ny - 1, 2 * nx - 1))
+    parts = []
+    with single_thread_blas():
+        for lo in range(0, u, chunk):
+            block = _autocorrelogram_block(maps[lo : lo + chunk])
+            sacs[lo : lo + chunk] = block
+            parts.append(_scores_from_sac(_nan_as_zero(block), method, chunk))
+    res = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
     h, w = sacs.shape[1:]
     constant = ~np.isfinite(sacs[:, h // 2, w // 2])
     s60 = np.where(constant, np.nan, res["score60"])
