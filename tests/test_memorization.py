@@ -44,6 +44,21 @@ def _tokens(n: int, length: int, seed: int = 0, high: int = 64) -> torch.Tensor:
     return torch.randint(0, high, (n, length), generator=torch.Generator().manual_seed(seed))
 
 
+@torch.no_grad()
+def _hf_greedy(hf, prefix, n):
+    """Hugging Face's own greedy ``generate``: the ``n`` tokens after ``prefix`` (no EOS stop)."""
+    out = hf.generate(
+        prefix,
+        attention_mask=torch.ones_like(prefix),
+        max_new_tokens=n,
+        min_new_tokens=n,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=None,
+    )
+    return out[:, prefix.shape[1] :]
+
+
 def _levenshtein_reference(a: list[int], b: list[int]) -> int:
     prev = list(range(len(b) + 1))
     for i, x in enumerate(a, start=1):
@@ -132,15 +147,7 @@ def test_audit_scores_match_hand_computation_from_hf_logits(kind, tmp_path, word
     # greedy suffix: one sequence at a time through transformers' own generate
     for i in range(6):
         prefix = tokens[i : i + 1, :k]
-        out = hf.generate(
-            prefix,
-            attention_mask=torch.ones_like(prefix),
-            max_new_tokens=m,
-            min_new_tokens=m,
-            do_sample=False,
-            pad_token_id=0,
-            eos_token_id=None,
-        )[0, k:]
+        out = _hf_greedy(hf, prefix, m)[0]
         assert torch.equal(result.generated[i], out)
         truth = tokens[i, k : k + m]
         same = (out == truth).tolist()
@@ -540,17 +547,9 @@ def test_one_pass_scoring_and_decoding_equals_logits_then_generate(kind):
     logits, generated = r.logits_and_generate(tokens, 8, 12)
     with torch.no_grad():
         expected = hf(input_ids=tokens).logits
-        out = hf.generate(
-            tokens[:, :8],
-            attention_mask=torch.ones_like(tokens[:, :8]),
-            max_new_tokens=12,
-            min_new_tokens=12,
-            do_sample=False,
-            pad_token_id=0,
-            eos_token_id=None,
-        )
+        out = _hf_greedy(hf, tokens[:, :8], 12)
     assert torch.allclose(logits, expected, atol=1e-5)
-    assert torch.equal(generated, out[:, 8:])
+    assert torch.equal(generated, out)
     assert torch.equal(generated, r.generate(tokens[:, :8], 12))
     # decoding past the given tokens, and a prefix that is the whole sequence
     _, longer = r.logits_and_generate(tokens[:, :8], 8, 12)
@@ -573,16 +572,8 @@ def test_preallocated_kv_cache_decodes_the_same_tokens_in_place(kind, monkeypatc
     slow = r.generate(tokens[:, :8], 12)
     monkeypatch.undo()
     with torch.no_grad():
-        out = hf.generate(
-            tokens[:, :8],
-            attention_mask=torch.ones_like(tokens[:, :8]),
-            max_new_tokens=12,
-            min_new_tokens=12,
-            do_sample=False,
-            pad_token_id=0,
-            eos_token_id=None,
-        )
-    assert torch.equal(fast, slow) and torch.equal(fast, out[:, 8:])
+        out = _hf_greedy(hf, tokens[:, :8], 12)
+    assert torch.equal(fast, slow) and torch.equal(fast, out)
     # the cache really is written in place, and grows by concatenation once out of room
     with torch.no_grad():
         cache = hf(input_ids=tokens[:, :8], use_cache=True).past_key_values
