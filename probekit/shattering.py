@@ -142,6 +142,15 @@ def entity_representations(
             for start in range(0, len(prompts), batch_size)
         ]
         return torch.cat(rows).reshape(n, c, -1).mean(1)
+    plain = _plain_tap(model, hook)
+    if plain is not None:  # a hook the plain model serves (e.g. the last block's output)
+        rows = []
+        with plain.tapped(reads=[hook]) as got:
+            for start in range(0, len(prompts), batch_size):
+                batch = prompts[start : start + batch_size].to(device)
+                plain.plain_module()(input_ids=batch, use_cache=False)
+                rows.append(got[hook][:, length].float().cpu())
+        return torch.cat(rows).reshape(n, c, -1).mean(1)
     # Nothing after the hook's block matters: stop the forward pass there.
     parts = hook.split(".")
     stop = int(parts[1]) + 1 if parts[0] == "blocks" and parts[1].isdigit() else None
@@ -153,6 +162,17 @@ def entity_representations(
         )
         rows.append(cache[hook][:, length].float().cpu())
     return torch.cat(rows).reshape(n, c, -1).mean(1)
+
+
+def _plain_tap(model: Any, hook: str) -> Any:
+    """The model's runner when its plain Hugging Face model serves ``hook`` (no bridge
+    components in the forward pass), else None."""
+    from probekit.models.runner import is_bridge, runner
+
+    if not is_bridge(model):
+        return None
+    run = runner(model)
+    return run if run.tap(hook) is not None else None
 
 
 def _residual_index(model: Any, hook: str) -> int | None:

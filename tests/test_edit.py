@@ -153,3 +153,71 @@ def test_bad_requests_give_clear_errors(gpt2):
         pk.edit.rome(gpt2, pk.edit.EditRequest("w3", "w1", "w2"))
     with pytest.raises(ValueError, match="request must be a probekit.edit.EditRequest"):
         pk.edit.rome(gpt2, ("w3", "w1", "w2"), cov_tokens=COV_TOKENS)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "neox", "llama"])
+def test_plain_taps_see_and_shift_what_the_bridge_hooks_do(kind, tmp_path):
+    """The editing loops run on the plain Hugging Face model with torch hooks at the modules
+    the bridge's hooks sit on: the same keys, residuals and shifted logits as the bridge."""
+    from probekit.edit import request as req
+    from probekit.models.runner import runner
+
+    model = _tiny(kind, tmp_path)
+    run = runner(model)
+    tokens = COV_TOKENS[:5]
+    hooks = [
+        "blocks.1.hook_resid_post",
+        req.mlp_out_hook(model, 2),
+        req.key_hook(model, 0),
+        "blocks.2.hook_resid_post",
+    ]
+    assert all(run.tap(h) is not None for h in hooks)
+    assert run.tap("blocks.1.attn.hook_pattern") is None
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
+    with run.tapped(reads=hooks) as got:
+        run.plain_module()(input_ids=tokens, use_cache=False)
+    for h in hooks:
+        assert torch.allclose(got[h], cache[h], atol=1e-5), h
+    shift = torch.randn(32, generator=torch.Generator().manual_seed(0))
+    hook = req.mlp_out_hook(model, 1)
+    want = model.run_with_hooks(tokens, fwd_hooks=[(hook, lambda t, hook: t + shift)])
+    with run.tapped(edits={hook: lambda t: t + shift}):
+        got_logits = run.plain_module()(input_ids=tokens, use_cache=False).logits
+    assert torch.allclose(got_logits, want, atol=1e-5)
+    # the hooks are gone afterwards, and the edit functions agree with the bridge path
+    assert torch.allclose(run.logits(tokens), model(tokens), atol=1e-5)
+    item = pk.edit.prepare(model, _request(model))
+    plain_shift = req.optimise_output_shift(model, item, 1)
+    plain_keys = req.subject_keys(model, [item], 1)
+    bridge_only = req._plain_runner
+    try:
+        req._plain_runner = lambda model, hooks: None
+        assert torch.allclose(req.optimise_output_shift(model, item, 1), plain_shift, atol=1e-4)
+        assert torch.allclose(req.subject_keys(model, [item], 1), plain_keys, atol=1e-5)
+    finally:
+        req._plain_runner = bridge_only
+    with pytest.raises(ValueError, match="cannot be served by the plain model"):
+        with run.tapped(reads=["blocks.0.attn.hook_pattern"]):
+            pass
+
+
+def test_a_copy_taps_its_own_modules(gpt2):
+    """copy_model deep-copies the runner with the model: the copy's taps hook the copy."""
+    from probekit.models.runner import runner
+
+    hook = "blocks.2.hook_resid_post"
+    tokens = COV_TOKENS[:3]
+
+    def read(m):
+        run = runner(m)
+        with run.tapped(reads=[hook]) as got:
+            run.plain_module()(input_ids=tokens, use_cache=False)
+        return got[hook]
+
+    before = read(gpt2)  # the runner and its taps exist before the copy
+    gpt2(tokens)  # a forward pass with gradients leaves graph tensors in the bridge
+    work = pk.edit.copy_model(gpt2)
+    assert runner(work).tap(hook)[0] is not runner(gpt2).tap(hook)[0]
+    pk.edit.apply_deltas(work, {2: torch.ones_like(pk.edit.mlp_weights(work, [2])[2])})
+    assert not torch.allclose(read(work), before)
+    assert torch.equal(read(gpt2), before)

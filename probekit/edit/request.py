@@ -195,12 +195,35 @@ def key_covariance(
     device = _device(model)
     for start in range(0, len(tokens), batch_size):
         batch = tokens[start : start + batch_size].to(device)
-        _, cache = model.run_with_cache(batch, names_filter=lambda n: n in names)
+        cache = _activations(model, batch, list(names))
         for name, layer in names.items():
             keys = cache[name].reshape(-1, cache[name].shape[-1]).float()
             sums[layer] = sums.get(layer, 0) + keys.T @ keys
         count += batch.numel()
     return {layer: sums[layer] / count for layer in layers}
+
+
+def _plain_runner(model: Any, hooks: Sequence[str]) -> Any:
+    """The model's runner when its plain Hugging Face model serves every hook in ``hooks``
+    (:meth:`probekit.models.runner.Runner.tap`: no bridge components in the loop), else None."""
+    from probekit.models.runner import is_bridge, runner
+
+    if not is_bridge(model):
+        return None
+    run = runner(model)
+    return run if all(run.tap(hook) is not None for hook in hooks) else None
+
+
+def _activations(model: Any, tokens: torch.Tensor, hooks: Sequence[str]) -> dict[str, torch.Tensor]:
+    """``{hook: activation}`` for one batch: through the plain model where it serves the hooks,
+    else the bridge's ``run_with_cache``."""
+    run = _plain_runner(model, hooks)
+    if run is None:
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
+        return {hook: cache[hook] for hook in hooks}
+    with run.tapped(reads=hooks) as got:
+        run.plain_module()(input_ids=tokens, use_cache=False)
+    return dict(got)
 
 
 @torch.no_grad()
@@ -209,9 +232,7 @@ def subject_keys(model: Any, prepared: Sequence[PreparedRequest], layer: int) ->
     name = key_hook(model, layer)
     keys = []
     for item in prepared:
-        _, cache = model.run_with_cache(
-            item.prompt[None].to(_device(model)), names_filter=lambda n: n == name
-        )
+        cache = _activations(model, item.prompt[None].to(_device(model)), [name])
         keys.append(cache[name][0, item.position].float())
     return torch.stack(keys)
 
@@ -221,9 +242,7 @@ def residual_at_subject(model: Any, prepared: Sequence[PreparedRequest], hook: s
     """Activation at ``hook`` at each request's edit position: ``[n_requests, d]``."""
     rows = []
     for item in prepared:
-        _, cache = model.run_with_cache(
-            item.prompt[None].to(_device(model)), names_filter=lambda n: n == hook
-        )
+        cache = _activations(model, item.prompt[None].to(_device(model)), [hook])
         rows.append(cache[hook][0, item.position].float())
     return torch.stack(rows)
 
@@ -265,22 +284,43 @@ def optimise_output_shift(
     subject = prepared.subject_position
     hook = mlp_out_hook(model, layer)
     resid = f"blocks.{layer}.hook_resid_post"
-    with torch.no_grad():
-        logits, cache = model.run_with_cache(prompt, names_filter=lambda n: n == resid)
-        base_logp = torch.log_softmax(logits[0, subject].float(), dim=-1)
-        scale = cache[resid][0, pos].float().pow(2).sum().clamp_min(1e-12)
     d_model = int(model.cfg.d_model)
     delta = torch.zeros(d_model, device=device, requires_grad=True)
     mask = torch.zeros(1, prompt.shape[1], 1, device=device)
     mask[0, pos] = 1.0
     opt = torch.optim.Adam([delta], lr=lr)
 
-    def add_shift(tensor: torch.Tensor, hook: Any) -> torch.Tensor:
+    def add_shift(tensor: torch.Tensor, hook: Any = None) -> torch.Tensor:
         return tensor + mask * delta.to(tensor.dtype)
 
-    with frozen(model):
+    run = _plain_runner(model, [hook, resid])
+    if run is not None:  # the plain model with torch hooks: same tensors, no bridge components
+        plain = run.plain_module()
+        with torch.no_grad(), run.tapped(reads=[resid]) as got:
+            logits = plain(input_ids=prompt, use_cache=False).logits
+            state = got[resid]
+
+        @contextmanager
+        def shifted() -> Iterator[Any]:
+            with run.tapped(edits={hook: add_shift}):
+                yield lambda: plain(input_ids=prompt, use_cache=False).logits
+
+    else:
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(prompt, names_filter=lambda n: n == resid)
+            state = cache[resid]
+
+        @contextmanager
+        def shifted() -> Iterator[Any]:
+            yield lambda: model.run_with_hooks(prompt, fwd_hooks=[(hook, add_shift)])
+
+    with torch.no_grad():
+        base_logp = torch.log_softmax(logits[0, subject].float(), dim=-1)
+        scale = state[0, pos].float().pow(2).sum().clamp_min(1e-12)
+
+    with frozen(model), shifted() as forward:
         for _ in range(steps):
-            logits = model.run_with_hooks(prompt, fwd_hooks=[(hook, add_shift)])
+            logits = forward()
             logp = torch.log_softmax(logits[0].float(), dim=-1)
             nll = -logp[-1, target]
             if float(torch.exp(-nll.detach())) >= stop_prob:
@@ -308,8 +348,17 @@ def set_mlp_weights(model: Any, weights: dict[int, torch.Tensor]) -> None:
 
 
 def copy_model(model: nn.Module) -> nn.Module:
-    """An independent copy (weights, hooks, tokenizer): editing it leaves ``model`` unchanged."""
-    return copy.deepcopy(model)
+    """An independent copy (weights, hooks, tokenizer): editing it leaves ``model`` unchanged.
+
+    Tensors a module kept from its last forward pass with a gradient graph (the bridge's
+    attention keeps its pattern) are copied detached: ``deepcopy`` refuses graph tensors.
+    """
+    memo: dict[int, Any] = {}
+    for module in model.modules():
+        for value in vars(module).values():
+            if isinstance(value, torch.Tensor) and not value.is_leaf:
+                memo[id(value)] = value.detach().clone()
+    return copy.deepcopy(model, memo)
 
 
 @torch.no_grad()
@@ -321,10 +370,13 @@ def success(model: Any, requests: Sequence[EditRequest]) -> Any:
     """
     import pandas as pd
 
+    from probekit.models.runner import runner
+
+    run = runner(model)
     rows = []
     for request in requests:
         item = prepare(model, request)
-        logits = model(item.prompt[None].to(_device(model)))[0, -1].float()
+        logits = run.logits(item.prompt[None])[0, -1].float()
         probs = torch.softmax(logits, dim=-1)
         predicted = int(logits.argmax())
         rows.append(
