@@ -41,20 +41,19 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
+    import contextlib
+
     import probekit as pk
-    from probekit.edit import request
+    from probekit.models.runner import bridge_hooks_only
     from probekit.tasks import knowledge_graph as kg
 
     checkpoint = ROOT / "checkpoints" / "kg-ring"
     model = pk.load(checkpoint)
     graph = kg.load_graph(checkpoint)
     cov_tokens = kg.walks(graph, 1024, seed=1000)
-    plain_runner, plain_tap = request._plain_runner, pk.shattering._plain_tap
 
     def sweep(plain: bool, edits: int):
-        request._plain_runner = plain_runner if plain else (lambda model, hooks: None)
-        pk.shattering._plain_tap = plain_tap if plain else (lambda model, hook: None)
-        try:
+        with contextlib.nullcontext() if plain else bridge_hooks_only():
             return pk.shattering.sweep(
                 model,
                 graph,
@@ -68,8 +67,6 @@ def main() -> None:
                 progress=False,
                 position="last",
             ).frame
-        finally:
-            request._plain_runner, pk.shattering._plain_tap = plain_runner, plain_tap
 
     sweep(True, 1), sweep(False, 1)  # warm-up: first calls, lazily built runners and taps
     times: dict[str, list[float]] = {"bridge": [], "plain": []}

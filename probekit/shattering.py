@@ -142,7 +142,9 @@ def entity_representations(
             for start in range(0, len(prompts), batch_size)
         ]
         return torch.cat(rows).reshape(n, c, -1).mean(1)
-    plain = _plain_tap(model, hook)
+    from probekit.models.runner import tapping_runner
+
+    plain = tapping_runner(model, [hook])
     if plain is not None:  # a hook the plain model serves (e.g. the last block's output)
         rows = []
         with plain.tapped(reads=[hook]) as got:
@@ -162,17 +164,6 @@ def entity_representations(
         )
         rows.append(cache[hook][:, length].float().cpu())
     return torch.cat(rows).reshape(n, c, -1).mean(1)
-
-
-def _plain_tap(model: Any, hook: str) -> Any:
-    """The model's runner when its plain Hugging Face model serves ``hook`` (no bridge
-    components in the forward pass), else None."""
-    from probekit.models.runner import is_bridge, runner
-
-    if not is_bridge(model):
-        return None
-    run = runner(model)
-    return run if run.tap(hook) is not None else None
 
 
 def _residual_index(model: Any, hook: str) -> int | None:

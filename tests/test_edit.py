@@ -160,7 +160,7 @@ def test_plain_taps_see_and_shift_what_the_bridge_hooks_do(kind, tmp_path):
     """The editing loops run on the plain Hugging Face model with torch hooks at the modules
     the bridge's hooks sit on: the same keys, residuals and shifted logits as the bridge."""
     from probekit.edit import request as req
-    from probekit.models.runner import runner
+    from probekit.models.runner import bridge_hooks_only, runner, tapping_runner
 
     model = _tiny(kind, tmp_path)
     run = runner(model)
@@ -189,13 +189,11 @@ def test_plain_taps_see_and_shift_what_the_bridge_hooks_do(kind, tmp_path):
     item = pk.edit.prepare(model, _request(model))
     plain_shift = req.optimise_output_shift(model, item, 1)
     plain_keys = req.subject_keys(model, [item], 1)
-    bridge_only = req._plain_runner
-    try:
-        req._plain_runner = lambda model, hooks: None
+    with bridge_hooks_only():
+        assert tapping_runner(model, [hook]) is None
         assert torch.allclose(req.optimise_output_shift(model, item, 1), plain_shift, atol=1e-4)
         assert torch.allclose(req.subject_keys(model, [item], 1), plain_keys, atol=1e-5)
-    finally:
-        req._plain_runner = bridge_only
+    assert tapping_runner(model, [hook]) is run
     with pytest.raises(ValueError, match="cannot be served by the plain model"):
         with run.tapped(reads=["blocks.0.attn.hook_pattern"]):
             pass

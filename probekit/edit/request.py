@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from probekit.models.runner import tapping_runner
+
 
 @dataclass(frozen=True)
 class EditRequest:
@@ -203,21 +205,10 @@ def key_covariance(
     return {layer: sums[layer] / count for layer in layers}
 
 
-def _plain_runner(model: Any, hooks: Sequence[str]) -> Any:
-    """The model's runner when its plain Hugging Face model serves every hook in ``hooks``
-    (:meth:`probekit.models.runner.Runner.tap`: no bridge components in the loop), else None."""
-    from probekit.models.runner import is_bridge, runner
-
-    if not is_bridge(model):
-        return None
-    run = runner(model)
-    return run if all(run.tap(hook) is not None for hook in hooks) else None
-
-
 def _activations(model: Any, tokens: torch.Tensor, hooks: Sequence[str]) -> dict[str, torch.Tensor]:
     """``{hook: activation}`` for one batch: through the plain model where it serves the hooks,
     else the bridge's ``run_with_cache``."""
-    run = _plain_runner(model, hooks)
+    run = tapping_runner(model, hooks)
     if run is None:
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
         return {hook: cache[hook] for hook in hooks}
@@ -293,7 +284,7 @@ def optimise_output_shift(
     def add_shift(tensor: torch.Tensor, hook: Any = None) -> torch.Tensor:
         return tensor + mask * delta.to(tensor.dtype)
 
-    run = _plain_runner(model, [hook, resid])
+    run = tapping_runner(model, [hook, resid])
     if run is not None:  # the plain model with torch hooks: same tensors, no bridge components
         plain = run.plain_module()
         with torch.no_grad(), run.tapped(reads=[resid]) as got:

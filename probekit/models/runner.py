@@ -590,6 +590,30 @@ def _set_buffer(module: nn.Module, name: str, value: Tensor) -> None:
     module._buffers[leaf] = value
 
 
+_PLAIN_TAPS = [True]
+
+
+@contextlib.contextmanager
+def bridge_hooks_only() -> Iterator[None]:
+    """Inside this block :func:`tapping_runner` answers None, so the loops that would run on
+    the plain model with torch hooks (editing, entity representations) go through the bridge's
+    own hooks instead: for comparisons and benchmarks of the two paths."""
+    _PLAIN_TAPS.append(False)
+    try:
+        yield
+    finally:
+        _PLAIN_TAPS.pop()
+
+
+def tapping_runner(model: Any, hooks: Sequence[str]) -> Runner | None:
+    """``model``'s runner when it is a bridge whose plain Hugging Face model serves every hook in
+    ``hooks`` (:meth:`Runner.tap`; use it with :meth:`Runner.tapped`), else None."""
+    if not _PLAIN_TAPS[-1] or not is_bridge(model):
+        return None
+    run = runner(model)
+    return run if all(run.tap(hook) is not None for hook in hooks) else None
+
+
 def runner(model: Any) -> Runner:
     """The :class:`Runner` of ``model`` (a pk.load result, an HF model, or a checkpoint path).
 
