@@ -132,8 +132,10 @@ def _run(args: argparse.Namespace) -> int:
         for script in scripts:
             results[script.stem] = run_study(str(script), str(out), args.quick, None)
     else:
-        # Each study in a fresh process (spawned: no state shared with this one or with the
-        # study before it), longest first, ``jobs`` at a time.
+        # ``jobs`` spawned worker processes (nothing shared with this one), longest study first.
+        # A worker runs several studies in turn, so it imports torch and transformers once; each
+        # study runs from its own script and seeds its own generators (the verdict lines of a
+        # parallel run matched a sequential run's, line by line; benchmarks/RESULTS.md).
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
