@@ -547,6 +547,21 @@ def sweep(
         for d in distances
     }
     saved = pk_edit.mlp_weights(work, all_layers)
+    # Every ROME / MEMIT edit's output shift is optimised on the unedited model (the working
+    # copy is restored after each edit), so they are all found up front in one batch per
+    # (layer, settings); ROME at layer L and MEMIT ending at L with the same settings share them.
+    all_edits = [e for items in edits.values() for e in items]
+    prepared = [pk_edit.prepare(work, e.request(), position) for e in all_edits]
+    found: dict[tuple, torch.Tensor] = {}
+
+    def shifts_for(method: str, kwargs: Mapping[str, Any]) -> torch.Tensor:
+        shift_layer = layer if method == "rome" else max(memit_layers)
+        settings = {k: v for k, v in kwargs.items() if k != "mom2_weight"}
+        key = (shift_layer, tuple(sorted(settings.items())))
+        if key not in found:
+            found[key] = pk_edit.optimise_output_shifts(work, prepared, shift_layer, **settings)
+        return found[key]
+
     rows = []
     from probekit.progress import bar as progress_bar
 
@@ -554,6 +569,8 @@ def sweep(
     bar = progress_bar(total=total, desc="shatter", unit="edit", enabled=progress)
     for method in methods:
         kwargs = dict(edit_kwargs.get(method, {}))
+        shifts = shifts_for(method, kwargs) if method in ("rome", "memit") else None
+        index = 0
         for d, items in edits.items():
             for e in items:
                 request = e.request()
@@ -561,15 +578,20 @@ def sweep(
                 base_acc = accs(base_hits, skip)
                 if method == "rome":
                     deltas = pk_edit.rome_deltas(
-                        work, request, layer, cov[layer], position, **kwargs
+                        work, request, layer, cov[layer], position, shift=shifts[index]
                     )
                     pk_edit.apply_deltas(work, deltas)
                 elif method == "memit":
-                    mom2 = kwargs.pop("mom2_weight", 10.0)
+                    mom2 = kwargs.get("mom2_weight", 10.0)
                     deltas = pk_edit.memit_deltas(
-                        work, [request], memit_layers, cov, mom2, position, **kwargs
+                        work,
+                        [request],
+                        memit_layers,
+                        cov,
+                        mom2,
+                        position,
+                        shifts=shifts[index : index + 1],
                     )
-                    kwargs["mom2_weight"] = mom2
                     pk_edit.apply_deltas(work, deltas)
                 else:
                     tuned = pk_edit.finetune(work, request, layers=[layer], **kwargs)
@@ -601,6 +623,7 @@ def sweep(
                 rows.append(row)
                 pk_edit.set_mlp_weights(work, saved)
                 bar.update(1)
+                index += 1
     bar.close()
     frame = pd.DataFrame(rows)
     return SweepResult(frame, summarise_sweep(frame))

@@ -210,3 +210,39 @@ def test_shatter_cli_end_to_end(tmp_path):
     assert len(frame) == 1 and bool(frame.success[0]) and frame.distance[0] == 2
     assert frame.R[0] > 0
     assert "Representation shattering" in out.read_text()
+
+
+def test_batched_output_shifts_match_one_at_a_time(kg_ring):
+    """optimise_output_shifts (what the sweep uses): each row its own loss, Adam moments and
+    stop; rows that stop at different steps, prompts of two lengths: the shifts one call per
+    request finds, to float rounding; rome_deltas with the shift given gives the same update."""
+    from probekit import edit as pk_edit
+
+    graph = load_graph(KG_RING)
+    edits = shattering.kg_edits(graph, kg_ring, 4, 3, order=0, seed=4)
+    items = [pk_edit.prepare(kg_ring, e.request(), "last") for e in edits]
+    # a three-token prompt (the head's ring neighbour before it) makes a second batch
+    longer = pk_edit.EditRequest([edits[0].head], [edits[0].relation_token], edits[0].new, [3])
+    items.append(pk_edit.prepare(kg_ring, longer, "last"))
+
+    def stop_step(item):  # how many updates the search makes before p(target) >= 0.9
+        previous = None
+        for k in range(1, 30):
+            shift = pk_edit.optimise_output_shift(kg_ring, item, 1, steps=k, stop_prob=0.9)
+            if previous is not None and torch.equal(shift, previous):
+                return k - 1
+            previous = shift
+        return None
+
+    stops = [stop_step(item) for item in items]
+    assert None not in stops and len(set(stops)) > 1, stops
+    one = torch.stack(
+        [pk_edit.optimise_output_shift(kg_ring, it, 1, stop_prob=0.9) for it in items]
+    )
+    many = pk_edit.optimise_output_shifts(kg_ring, items, 1, stop_prob=0.9)
+    assert torch.allclose(many, one, atol=1e-4)
+    cov = pk_edit.key_covariance(kg_ring, kg.walks(graph, 128, seed=9), [1])[1]
+    request = edits[0].request()
+    given = pk_edit.rome_deltas(kg_ring, request, 1, cov, "last", shift=one[0])[1]
+    found = pk_edit.rome_deltas(kg_ring, request, 1, cov, "last", stop_prob=0.9)[1]
+    assert torch.allclose(given, found, atol=1e-5)

@@ -25,7 +25,7 @@ from probekit.edit.request import (
     check_layer,
     copy_model,
     mlp_out_proj,
-    optimise_output_shift,
+    optimise_output_shifts,
     prepare,
     residual_at_subject,
     subject_keys,
@@ -41,14 +41,19 @@ def memit_deltas(
     covariance: dict[int, torch.Tensor],
     mom2_weight: float = 10.0,
     position: str = "subject",
+    shifts: torch.Tensor | None = None,
     **shift_kwargs: Any,
 ) -> dict[int, torch.Tensor]:
-    """``{layer: Delta W}`` for ``requests``; ``model`` is temporarily updated, then restored."""
+    """``{layer: Delta W}`` for ``requests``; ``model`` is temporarily updated, then restored.
+
+    ``shifts``: the output shifts ``[n_requests, d_model]`` at the last layer when already
+    found; else they are optimised here, all requests in one batch."""
     prepared = [prepare(model, r, position) for r in requests]
     layers = sorted(layers)
     last = layers[-1]
     resid_hook = f"blocks.{last}.hook_resid_post"
-    shifts = torch.stack([optimise_output_shift(model, p, last, **shift_kwargs) for p in prepared])
+    if shifts is None:
+        shifts = optimise_output_shifts(model, prepared, last, **shift_kwargs)
     targets = residual_at_subject(model, prepared, resid_hook) + shifts
     originals = {layer: weight_view(mlp_out_proj(model, layer)).clone() for layer in layers}
     deltas: dict[int, torch.Tensor] = {}

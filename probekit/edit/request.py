@@ -267,60 +267,115 @@ def optimise_output_shift(
     next-token distribution at the subject position (ROME's "essence" term: the subject
     itself should keep meaning what it meant) + ``weight_decay * ||delta||^2 / ||h||^2`` with
     ``h`` the residual stream after the layer there. Adam, at most ``steps`` steps, stopping once
-    ``p(target) >= stop_prob``. The model's weights are not touched.
+    ``p(target) >= stop_prob``. The model's weights are not touched. For many requests at once,
+    :func:`optimise_output_shifts`.
+    """
+    return optimise_output_shifts(
+        model, [prepared], layer, steps, lr, kl_weight, weight_decay, stop_prob
+    )[0]
+
+
+def optimise_output_shifts(
+    model: Any,
+    prepared: Sequence[PreparedRequest],
+    layer: int,
+    steps: int = 40,
+    lr: float = 0.2,
+    kl_weight: float = 0.0625,
+    weight_decay: float = 0.01,
+    stop_prob: float = 0.98,
+) -> torch.Tensor:
+    """:func:`optimise_output_shift` for every request, ``[n, d_model]``, batched.
+
+    Requests whose prompts have the same length run as one batch: each row has its own shift,
+    its own loss (the batch's loss is their sum, and rows do not interact, so each row's
+    gradient is its own), its own Adam moments (Adam is elementwise) and its own stop: a row
+    that reaches ``stop_prob`` keeps its shift while the others go on. The same optimisation
+    as one call per request, up to the float rounding of batched products.
     """
     device = _device(model)
-    prompt = prepared.prompt[None].to(device)
-    pos, target = prepared.position, prepared.target
-    subject = prepared.subject_position
+    d_model = int(model.cfg.d_model)
+    out = torch.zeros(len(prepared), d_model, device=device)
+    lengths = torch.tensor([len(p.prompt) for p in prepared])
+    for length in lengths.unique().tolist():
+        rows = torch.nonzero(lengths == length).flatten()
+        group = [prepared[int(i)] for i in rows]
+        out[rows.to(device)] = _shift_batch(
+            model, group, layer, steps, lr, kl_weight, weight_decay, stop_prob
+        )
+    return out
+
+
+def _shift_batch(
+    model: Any,
+    prepared: Sequence[PreparedRequest],
+    layer: int,
+    steps: int,
+    lr: float,
+    kl_weight: float,
+    weight_decay: float,
+    stop_prob: float,
+) -> torch.Tensor:
+    """The shifts ``[n, d_model]`` of requests whose prompts have equal length."""
+    device = _device(model)
+    prompts = torch.stack([p.prompt for p in prepared]).to(device)
+    n = len(prompts)
+    rows = torch.arange(n, device=device)
+    pos = torch.tensor([p.position for p in prepared], device=device)
+    subject = torch.tensor([p.subject_position for p in prepared], device=device)
+    target = torch.tensor([p.target for p in prepared], device=device)
     hook = mlp_out_hook(model, layer)
     resid = f"blocks.{layer}.hook_resid_post"
-    d_model = int(model.cfg.d_model)
-    delta = torch.zeros(d_model, device=device, requires_grad=True)
-    mask = torch.zeros(1, prompt.shape[1], 1, device=device)
-    mask[0, pos] = 1.0
+    delta = torch.zeros(n, int(model.cfg.d_model), device=device, requires_grad=True)
+    mask = torch.zeros(n, prompts.shape[1], 1, device=device)
+    mask[rows, pos] = 1.0
     opt = torch.optim.Adam([delta], lr=lr)
 
     def add_shift(tensor: torch.Tensor, hook: Any = None) -> torch.Tensor:
-        return tensor + mask * delta.to(tensor.dtype)
+        return tensor + mask * delta[:, None, :].to(tensor.dtype)
 
     run = tapping_runner(model, [hook, resid])
     if run is not None:  # the plain model with torch hooks: same tensors, no bridge components
         plain = run.plain_module()
         with torch.no_grad(), run.tapped(reads=[resid]) as got:
-            logits = plain(input_ids=prompt, use_cache=False).logits
+            logits = plain(input_ids=prompts, use_cache=False).logits
             state = got[resid]
 
         @contextmanager
         def shifted() -> Iterator[Any]:
             with run.tapped(edits={hook: add_shift}):
-                yield lambda: plain(input_ids=prompt, use_cache=False).logits
+                yield lambda: plain(input_ids=prompts, use_cache=False).logits
 
     else:
         with torch.no_grad():
-            logits, cache = model.run_with_cache(prompt, names_filter=lambda n: n == resid)
+            logits, cache = model.run_with_cache(prompts, names_filter=lambda n: n == resid)
             state = cache[resid]
 
         @contextmanager
         def shifted() -> Iterator[Any]:
-            yield lambda: model.run_with_hooks(prompt, fwd_hooks=[(hook, add_shift)])
+            yield lambda: model.run_with_hooks(prompts, fwd_hooks=[(hook, add_shift)])
 
     with torch.no_grad():
-        base_logp = torch.log_softmax(logits[0, subject].float(), dim=-1)
-        scale = state[0, pos].float().pow(2).sum().clamp_min(1e-12)
-
+        base_logp = torch.log_softmax(logits[rows, subject].float(), dim=-1)  # [n, V]
+        scale = state[rows, pos].float().pow(2).sum(-1).clamp_min(1e-12)  # [n]
+    active = torch.ones(n, dtype=torch.bool, device=device)
     with frozen(model), shifted() as forward:
         for _ in range(steps):
             logits = forward()
-            logp = torch.log_softmax(logits[0].float(), dim=-1)
-            nll = -logp[-1, target]
-            if float(torch.exp(-nll.detach())) >= stop_prob:
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            nll = -logp[rows, -1, target]
+            # a row stops before its update once its target is likely enough
+            active &= torch.exp(-nll.detach()) < stop_prob
+            if not bool(active.any()):
                 break
-            kl = torch.sum(base_logp.exp() * (base_logp - logp[subject]))
-            loss = nll + kl_weight * kl + weight_decay * delta.pow(2).sum() / scale
+            kl = torch.sum(base_logp.exp() * (base_logp - logp[rows, subject]), dim=-1)
+            loss = nll + kl_weight * kl + weight_decay * delta.pow(2).sum(-1) / scale
             opt.zero_grad()
-            loss.backward()
+            loss[active].sum().backward()
+            kept = delta.detach().clone()
             opt.step()
+            with torch.no_grad():  # stopped rows keep their shift (Adam's momentum would move it)
+                delta[~active] = kept[~active]
     return delta.detach()
 
 

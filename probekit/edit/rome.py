@@ -55,11 +55,16 @@ def rome_deltas(
     layer: int,
     covariance: torch.Tensor,
     position: str = "subject",
+    shift: torch.Tensor | None = None,
     **shift_kwargs: Any,
 ) -> dict[int, torch.Tensor]:
-    """``{layer: Delta W [d_out, d_mlp]}`` for ``request``, without changing ``model``."""
+    """``{layer: Delta W [d_out, d_mlp]}`` for ``request``, without changing ``model``.
+
+    ``shift``: the output shift ``[d_model]`` when already found (e.g. for many requests at once
+    by :func:`probekit.edit.optimise_output_shifts`); else it is optimised here."""
     item = prepare(model, request, position)
-    shift = optimise_output_shift(model, item, layer, **shift_kwargs)
+    if shift is None:
+        shift = optimise_output_shift(model, item, layer, **shift_kwargs)
     key = subject_keys(model, [item], layer)[0]
     return {layer: rank_one_update(key, shift, covariance.to(key))}
 
