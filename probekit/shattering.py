@@ -146,12 +146,12 @@ def entity_representations(
 
     plain = tapping_runner(model, [hook])
     if plain is not None:  # a hook the plain model serves (e.g. the last block's output)
-        rows = []
-        with plain.tapped(reads=[hook]) as got:
-            for start in range(0, len(prompts), batch_size):
-                batch = prompts[start : start + batch_size].to(device)
-                plain.plain_module()(input_ids=batch, use_cache=False)
-                rows.append(got[hook][:, length].float().cpu())
+        rows = [
+            plain.tap_activations(prompts[start : start + batch_size], [hook])[1][hook][:, length]
+            .float()
+            .cpu()
+            for start in range(0, len(prompts), batch_size)
+        ]
         return torch.cat(rows).reshape(n, c, -1).mean(1)
     # Nothing after the hook's block matters: stop the forward pass there.
     parts = hook.split(".")

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from probekit.models.runner import tapping_runner
+from probekit.models.runner import runner, tapping_runner
 
 
 @dataclass(frozen=True)
@@ -212,9 +212,7 @@ def _activations(model: Any, tokens: torch.Tensor, hooks: Sequence[str]) -> dict
     if run is None:
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in hooks)
         return {hook: cache[hook] for hook in hooks}
-    with run.tapped(reads=hooks) as got:
-        run.plain_module()(input_ids=tokens, use_cache=False)
-    return dict(got)
+    return run.tap_activations(tokens, hooks)[1]
 
 
 @torch.no_grad()
@@ -337,9 +335,8 @@ def _shift_batch(
     run = tapping_runner(model, [hook, resid])
     if run is not None:  # the plain model with torch hooks: same tensors, no bridge components
         plain = run.plain_module()
-        with torch.no_grad(), run.tapped(reads=[resid]) as got:
-            logits = plain(input_ids=prompts, use_cache=False).logits
-            state = got[resid]
+        logits, got = run.tap_activations(prompts, [resid])
+        state = got[resid]
 
         @contextmanager
         def shifted() -> Iterator[Any]:
@@ -415,8 +412,6 @@ def success(model: Any, requests: Sequence[EditRequest]) -> Any:
     ``target_prob``, ``success`` (predicted == target).
     """
     import pandas as pd
-
-    from probekit.models.runner import runner
 
     run = runner(model)
     rows = []

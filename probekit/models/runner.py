@@ -487,6 +487,16 @@ class Runner:
             for handle in handles:
                 handle.remove()
 
+    @torch.no_grad()
+    def tap_activations(
+        self, tokens: Tensor, hooks: Sequence[str]
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(logits, {hook: activation})`` of one forward pass of the plain model with the
+        torch hooks of :meth:`tapped` reading ``hooks`` (ValueError for one it cannot serve)."""
+        with self.tapped(reads=hooks) as got:
+            logits = self._plain_model()(input_ids=tokens.to(self.device), use_cache=False).logits
+        return logits, dict(got)
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of token ids (the model's tokenizer), or the space-joined ids without one."""
         if self.tokenizer is not None:
