@@ -284,3 +284,51 @@ def test_shipped_checkpoint_reports_its_measured_accuracies():
     card = (root / "card.md").read_text()
     assert f"{metrics['accuracy']['logical']:.4f}" in card
     assert f"Best: {metrics['ring_correlation_best']:.3f}" in card
+
+
+def test_early_phase_draws_its_own_walks_with_its_own_decay(monkeypatch):
+    """``early_steps``: the first steps read ``early_tokens`` under ``early_weight_decay``, the
+    rest the walks under the recipe's decay; groups without decay keep none."""
+    from probekit.train.knowledge_graph import kg_ring_model, train_kg
+
+    recipe = KGRingRecipe(
+        n_entities=12,
+        n_layer=1,
+        n_embd=16,
+        n_head=2,
+        eval_every=0,
+        weight_decay=0.5,
+        early_steps=3,
+        early_weight_decay=2.0,
+    )
+    model = kg_ring_model(recipe, 0)
+    seen, decays = [], []
+    model.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(args[0].clone()), with_kwargs=True
+    )
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *a, **k):
+        decays.append([g["weight_decay"] for g in self.param_groups])
+        return step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    data = torch.full((50, recipe.length), 1)
+    early = torch.full((50, recipe.length), 2)
+    train_kg(model, data, recipe, steps=5, warmup=1, seed=0, progress=False, early_tokens=early)
+    assert [int(b[0, 0]) for b in seen] == [2, 2, 2, 1, 1]
+    assert decays == [[2.0]] * 3 + [[0.5]] * 2
+    # with decay on matrices only, the undecayed group stays at 0 in both phases
+    decays.clear()
+    recipe = KGRingRecipe(**{**recipe.__dict__, "decay_all": False})
+    train_kg(
+        kg_ring_model(recipe, 0),
+        data,
+        recipe,
+        steps=4,
+        warmup=1,
+        seed=0,
+        progress=False,
+        early_tokens=early,
+    )
+    assert decays[0] == [2.0, 0.0] and decays[-1] == [0.5, 0.0]

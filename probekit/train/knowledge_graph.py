@@ -66,6 +66,12 @@ class KGRingRecipe(LMSettings):
     decay_all: bool = True
     eval_every: int = 2000
     eval_items: int = 1024
+    # an optional first phase with its own walks and decay (0 steps: none); the lr schedule
+    # and the step count cover both phases
+    early_steps: int = 0
+    early_weight_decay: float = 2.0
+    early_skip_prob: float = 0.8
+    early_walk_seed: int = 2
 
 
 def kg_ring_model(recipe: KGRingRecipe, seed: int) -> torch.nn.Module:
@@ -116,12 +122,15 @@ def train_kg(
     seed: int,
     eval_fn: Any = None,
     progress: bool = True,
+    early_tokens: torch.Tensor | None = None,
 ) -> TrainResult:
     """AdamW (betas 0.9, 0.98; decay on matrices) with warmup + cosine to ``recipe.min_lr``
     of the peak, on :func:`entity_target_loss` (or every position when ``recipe.loss_on`` is
     ``"all"``). Batches of ``recipe.batch_size`` walks drawn with replacement from a generator
     seeded with ``seed``; deterministic algorithms on, so the same seed gives the same weights.
-    ``eval_fn(model)`` runs every ``recipe.eval_every`` steps and at the end."""
+    ``eval_fn(model)`` runs every ``recipe.eval_every`` steps and at the end. With
+    ``recipe.early_steps``, the first that many steps draw from ``early_tokens`` with weight
+    decay ``recipe.early_weight_decay`` (the same generator; then the recipe's own)."""
     import time
 
     from tqdm.auto import tqdm
@@ -155,8 +164,14 @@ def train_kg(
     with deterministic_algorithms(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.train()
+        early = recipe.early_steps if early_tokens is not None else 0
+        decays = [group["weight_decay"] for group in optimizer.param_groups]
         for step in range(steps):
-            batch = data[torch.randint(len(data), (recipe.batch_size,), generator=generator)]
+            if early and step in (0, early):  # decayed groups take the phase's decay
+                for group, own in zip(optimizer.param_groups, decays):
+                    group["weight_decay"] = recipe.early_weight_decay if own and not step else own
+            source = early_tokens if step < early else data
+            batch = source[torch.randint(len(source), (recipe.batch_size,), generator=generator)]
             logits = model(batch).logits
             if recipe.loss_on == "all":
                 pred = logits[:, :-1]
@@ -489,6 +504,15 @@ def build_kg_ring(
     train_tokens = kg.walks(
         graph, recipe.n_walks, recipe.length, recipe.skip_prob, seed=recipe.walk_seed
     )
+    early_tokens = None
+    if recipe.early_steps:
+        early_tokens = kg.walks(
+            graph,
+            recipe.n_walks,
+            recipe.length,
+            recipe.early_skip_prob,
+            seed=recipe.early_walk_seed,
+        )
     full_sets = kg.evaluation_sets(graph)
     quick_sets = kg.evaluation_sets(graph, max_items=recipe.eval_items, seed=0)
     model = kg_ring_model(recipe, seed)
@@ -510,6 +534,7 @@ def build_kg_ring(
         seed=seed,
         eval_fn=eval_fn,
         progress=progress,
+        early_tokens=early_tokens,
     )
     model.eval()
     model.config._attn_implementation = "eager"
