@@ -69,17 +69,17 @@ def _linear_only(weights: dict[str, list[torch.Tensor]], head: torch.Tensor, row
 
 
 def _attention_only(rows: int, layers: int, heads: int, head_dim: int) -> None:
-    """Each step's two attention products per layer over the cached positions (a preallocated
-    cache read through a view, as the runner's decoding does)."""
-    keys = torch.randn(rows, heads, PREFIX + SUFFIX, head_dim)
-    values = torch.randn(rows, heads, PREFIX + SUFFIX, head_dim)
+    """Each step's two attention products per layer over the cached positions (each layer's
+    preallocated cache read through a view, as the runner's decoding does: the caches of all
+    layers together do not fit in the CPU's caches, so they are read from memory)."""
+    shape = (rows, heads, PREFIX + SUFFIX, head_dim)
+    caches = [(torch.randn(shape), torch.randn(shape)) for _ in range(layers)]
     q = torch.randn(rows, heads, 1, head_dim)
     for step in range(1, SUFFIX):
         t = PREFIX + step
-        k, v = keys[:, :, :t], values[:, :, :t]
-        for _ in range(layers):
-            p = torch.matmul(q, k.transpose(2, 3))
-            torch.matmul(p, v)
+        for keys, values in caches:
+            p = torch.matmul(q, keys[:, :, :t].transpose(2, 3))
+            torch.matmul(p, values[:, :, :t])
 
 
 def main() -> None:
