@@ -134,9 +134,9 @@ def analyse(quick: bool = False) -> list[Any]:
     if quick:
         matched = matched[keep]
     series = mem.snapshot_series(CHECKPOINT)  # step -> directory; loaded one at a time
-    if quick:  # every third snapshot and the final model
+    if quick:  # the first, middle and last snapshots
         steps = list(series)
-        series = {s: series[s] for s in steps[::3] + steps[-1:]}
+        series = {s: series[s] for s in steps[:: max(1, (len(steps) - 1) // 2)]}
     latent = mem.latent(series, canaries, first_seen=matched, repetitions=reps)
     latent.frame.insert(0, "canary", np.arange(len(canaries)))
     latent.frame.insert(1, "kind", kinds)
@@ -243,7 +243,7 @@ def analyse(quick: bool = False) -> list[Any]:
 
     # 5. the perturbation diagnostic: seeded weight noise, relative to each tensor's std
     sigmas = (0.1,) if quick else SIGMAS
-    draws = 2 if quick else DRAWS
+    draws = 1 if quick else DRAWS
     probe = np.flatnonzero(rare | never)
     sweep_rows = []
     for sigma in sigmas:
