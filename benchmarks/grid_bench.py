@@ -10,7 +10,8 @@ the scores cover every kind of map.
   the 7 angles, then the 10 annuli one by one — the reference scorer written out per unit;
 - vectorised: ``pk.grid.score``: all autocorrelograms by FFT at once, all rotations as one
   sparse operator on the spline coefficients, the annulus sums as matrix products. Timed cold
-  (first call in the process, building the rotation operator) and warm.
+  (first call in the process, building the rotation operator) and warm; the loop and the warm
+  call alternate ``--repeats`` times and the best of each is kept (this VM's speed drifts).
 
 Prints both timings, the ratios, the largest score difference (must be <= 1e-6) and peak RSS.
 Run: ``python benchmarks/grid_bench.py`` (``--units``, ``--loop-units`` to time the loop on a
@@ -106,6 +107,7 @@ def main() -> None:
     ap.add_argument("--bins", type=int, default=20)
     ap.add_argument("--loop-units", type=int, default=None, help="time the loop on this many")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3, help="loop / warm pairs, timed alternately")
     args = ap.parse_args()
 
     import probekit.grid as grid
@@ -115,15 +117,23 @@ def main() -> None:
     t0, c0 = wall(), cpu()
     cold = grid.score(maps)
     t_cold, c_cold = wall() - t0, cpu() - c0
-    t0, c0 = wall(), cpu()
-    warm = grid.score(maps)
-    t_warm, c_warm = wall() - t0, cpu() - c0
     rss_vec = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     n_loop = args.units if args.loop_units is None else min(args.loop_units, args.units)
-    t0, c0 = wall(), cpu()
-    l60, l90 = score_loop(maps[:n_loop])
-    t_loop, c_loop = (wall() - t0) * args.units / n_loop, (cpu() - c0) * args.units / n_loop
+    scale = args.units / n_loop
+    # The loop and the warm vectorised call alternate, so that each pair sees the machine in
+    # the same state (this VM's speed drifts by 10-30% over minutes).
+    pairs = []
+    for _ in range(max(1, args.repeats)):
+        t0, c0 = wall(), cpu()
+        l60, l90 = score_loop(maps[:n_loop])
+        t_loop, c_loop = (wall() - t0) * scale, (cpu() - c0) * scale
+        t0, c0 = wall(), cpu()
+        warm = grid.score(maps)
+        pairs.append((t_loop, c_loop, wall() - t0, cpu() - c0))
+    t_loop, c_loop = min(p[0] for p in pairs), min(p[1] for p in pairs)
+    t_warm, c_warm = min(p[2] for p in pairs), min(p[3] for p in pairs)
+    pair_ratios = sorted(p[1] / p[3] for p in pairs)
 
     v60 = warm.frame["score60"].to_numpy()[:n_loop]
     v90 = warm.frame["score90"].to_numpy()[:n_loop]
@@ -132,7 +142,8 @@ def main() -> None:
     same_cold = np.array_equal(cold.frame["score60"], warm.frame["score60"], equal_nan=True)
     print(f"{args.units} units, {args.bins}x{args.bins} bins, 7 angles, 10 annuli")
     print(
-        "times: wall s (CPU s of this process; on a shared machine the CPU ratio is the steadier)"
+        "times: wall s (CPU s of this process; on a shared machine the CPU ratio is the steadier);"
+        f" loop and warm: best of {len(pairs)} alternating runs"
     )
     print(
         f"loop (per unit: correlate2d SAC, ndimage.rotate x7): {t_loop:8.2f} ({c_loop:.2f})"
@@ -145,6 +156,11 @@ def main() -> None:
     print(
         f"ratio loop / vectorised, wall: cold {t_loop / t_cold:.1f}x, warm {t_loop / t_warm:.1f}x;"
         f" CPU: cold {c_loop / c_cold:.1f}x, warm {c_loop / c_warm:.1f}x"
+    )
+    print(
+        "CPU ratio of each alternating pair (loop / warm): "
+        + ", ".join(f"{r:.1f}x" for r in pair_ratios)
+        + f"; median {float(np.median(pair_ratios)):.1f}x"
     )
     print(
         f"max |score difference| over {n_loop} units: {diff:.2e} (limit 1e-6); "

@@ -187,16 +187,19 @@ def _autocorrelogram_block(x: np.ndarray) -> np.ndarray:
     # several times quicker than 2n - 1 itself
     shape = (fft.next_fast_len(2 * ny - 1, real=True), fft.next_fast_len(2 * nx - 1, real=True))
     fz, fz2, fm = (fft.rfft2(a, s=shape) for a in (z, z * z, m))
-    rows = np.r_[shape[0] - (ny - 1) : shape[0], 0:ny]
-    cols = np.r_[shape[1] - (nx - 1) : shape[1], 0:nx]
+    lags = _lag_index(shape, ny, nx)
+    u = len(x)
 
-    def corr(fa: np.ndarray, fb: np.ndarray) -> np.ndarray:
+    def corr(fa: np.ndarray, conj_fb: np.ndarray) -> np.ndarray:
         # c[d] = sum_p a[p + d] b[p] for lags d = -(n - 1) .. n - 1, lag 0 at the centre
-        c = fft.irfft2(fa * np.conj(fb), s=shape)
-        return c[:, rows][:, :, cols]
+        c = fft.irfft2(fa * conj_fb, s=shape)
+        return np.take(c.reshape(u, -1), lags, axis=1).reshape(u, 2 * ny - 1, 2 * nx - 1)
 
-    n = np.rint(corr(fm, fm))
-    s1, s11, s12 = corr(fz, fm), corr(fz2, fm), corr(fz, fz)
+    # the overlap counts are integers of at most ny * nx: float32 transforms round them exactly
+    fm32 = fft.rfft2(m.astype(np.float32), s=shape)
+    n = np.rint(corr(fm32, np.conj(fm32))).astype(np.float64)
+    conj_fm = np.conj(fm)
+    s1, s11, s12 = corr(fz, conj_fm), corr(fz2, conj_fm), corr(fz, np.conj(fz))
     # corr(m, z)[d] = corr(z, m)[-d] and n[d] = n[-d] exactly (integer counts), so the second
     # copy's sums, and its variance, are the first's point-reflected: computed once.
     ns11 = n * s11
@@ -208,12 +211,22 @@ def _autocorrelogram_block(x: np.ndarray) -> np.ndarray:
     ns11 *= 1e-9
     ok1 = var1 > ns11
     ok = (n >= 2) & ok1 & ok1[:, ::-1, ::-1]
+    bad = ~ok
     den = var1 * var2
-    den[~ok] = 1.0
+    np.copyto(den, 1.0, where=bad)
     with np.errstate(invalid="ignore", divide="ignore"):
         sac = np.divide(cov, np.sqrt(den, out=den), out=cov)
-    sac[~ok] = np.nan
+    np.copyto(sac, np.nan, where=bad)
     return np.clip(sac, -1.0, 1.0, out=sac, where=ok)
+
+
+@functools.lru_cache(maxsize=8)
+def _lag_index(shape: tuple[int, int], ny: int, nx: int) -> np.ndarray:
+    """Flat indices into a circular correlation of ``shape`` of the lags -(n-1)..n-1 per axis,
+    in SAC order (negative lags wrap to the end)."""
+    rows = np.r_[shape[0] - (ny - 1) : shape[0], 0:ny]
+    cols = np.r_[shape[1] - (nx - 1) : shape[1], 0:nx]
+    return (rows[:, None] * shape[1] + cols[None, :]).ravel()
 
 
 # ----------------------------------------------------------------------------- rotations
@@ -392,12 +405,16 @@ def _scores_from_sac(s: np.ndarray, method: str, chunk: int) -> dict[str, np.nda
     op, pixels, masks, area = _annulus_operator((h, w))
     n_ang = len(ANGLES)
     r_all = np.empty((u, len(area), n_ang))
+    b_h, b_w = _prefilter_matrix(h), _prefilter_matrix(w)
     for lo in range(0, u, chunk):
         part = s[lo : lo + chunk]
         n = len(part)
-        flat_t = np.ascontiguousarray(part.reshape(n, -1)[:, pixels].T)  # [P_sel, n]
-        coef = _spline_coefficients(part).reshape(n, -1)
-        rot = (op @ coef.T).reshape(n_ang, -1, n)  # [A, P_sel, n], rotated SAC at those pixels
+        # units last ([pixels, n]), so the sparse product reads whole rows
+        sac_t = np.ascontiguousarray(part.reshape(n, -1).T)
+        flat_t = sac_t[pixels]  # [P_sel, n]
+        # the spline coefficients B_h @ sac @ B_w^T of every unit, in the same layout
+        coef_t = np.matmul(b_w, (b_h @ sac_t.reshape(h, w * n)).reshape(h, w, n))
+        rot = (op @ coef_t.reshape(h * w, n)).reshape(n_ang, -1, n)  # [A, P_sel, n]
         mu = masks @ flat_t / area[:, None]  # [K, n]
         den = masks @ (flat_t * flat_t) - mu * mu * area[:, None] + 1e-5 * area[:, None]
         # sum_p m (sac - mu)(rot - mu) = sum_p m sac rot - mu sum_p m rot, as sum_p m (sac - mu)
