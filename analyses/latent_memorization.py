@@ -69,6 +69,16 @@ def analyse(quick: bool = False) -> list[Any]:
         "schedule (ground truth, not used by the audit)."
     )
     seen = reps >= 1  # repetitions 0: the never-seen controls
+    # the perturbation diagnostic's canaries (step 5): seen once or twice and not extractable
+    # by the final model, and the never-seen controls; its sweep is most of the study's time,
+    # so it starts now in a second process and the snapshots are audited meanwhile
+    rare = (reps >= 1) & (reps <= 2) & ~frame["memorized"].to_numpy()
+    never = reps == 0
+    probe = np.flatnonzero(rare | never)
+    sigmas = (0.1,) if quick else SIGMAS
+    draws = 1 if quick else DRAWS
+    sweep_options = {"draws": draws, "seed": 0, "relative": True, "batch_size": 256}
+    pending = None if quick else _in_background(canaries[probe], sigmas, sweep_options)
     scaling = mem.repetition_scaling(frame[seen], reps[seen])
     scaling.title = "P(memorized) vs repetitions, seen canaries"
     per_kind = {
@@ -174,8 +184,6 @@ def analyse(quick: bool = False) -> list[Any]:
 
     # 4. the cross-entropy diagnostic at the final model: canaries seen once or twice that the
     # audit cannot extract, against the never-seen controls of the same kind
-    rare = (reps >= 1) & (reps <= 2) & ~frame["memorized"].to_numpy()
-    never = reps == 0
     diag_rows = []
     diag_frames = {}
     for kind in ("all", "passage", "random"):
@@ -242,20 +250,14 @@ def analyse(quick: bool = False) -> list[Any]:
     )
 
     # 5. the perturbation diagnostic: seeded weight noise, relative to each tensor's std
-    sigmas = (0.1,) if quick else SIGMAS
-    draws = 1 if quick else DRAWS
-    probe = np.flatnonzero(rare | never)
+    if pending is not None:
+        pool, future = pending
+        results = future.result()
+        pool.shutdown()  # waits for the worker to exit, so its CPU time is counted as ours
+    else:
+        results = mem.perturbation_sweep(model, canaries[probe], sigmas, **sweep_options)
     sweep_rows = []
-    for sigma in sigmas:
-        res = mem.perturbation_recovery(
-            model,
-            canaries[probe],
-            sigma=sigma,
-            draws=draws,
-            seed=0,
-            relative=True,
-            batch_size=256,
-        )
+    for sigma, res in zip(sigmas, results, strict=True):
         f = res.frame.assign(seen=rare[probe], kind=kinds[probe])
         for group, part in (("seen once or twice", f[f["seen"]]), ("never seen", f[~f["seen"]])):
             sweep_rows.append(
@@ -313,6 +315,31 @@ def analyse(quick: bool = False) -> list[Any]:
 
 SIGMAS = (0.03, 0.1, 0.3)
 DRAWS = 50
+
+
+def _in_background(tokens: np.ndarray, sigmas: tuple, options: dict[str, Any]) -> Any:
+    """The perturbation sweep in a second process, ``(executor, future of its results)``,
+    when this machine has a second core; None otherwise. Seeded draws, one torch thread as here: the
+    same numbers as the sweep in this process."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cores or 1) < 2:
+        return None
+    pool = ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=torch.set_num_threads,
+        initargs=(torch.get_num_threads(),),
+    )
+    future = pool.submit(
+        pk.memorization.perturbation_sweep, str(CHECKPOINT), tokens, sigmas, **options
+    )
+    return pool, future
 
 
 def _trace_figures(

@@ -930,6 +930,17 @@ def perturbation_recovery(
     return PerturbationResult(frame=frame, summary=summary)
 
 
+def perturbation_sweep(
+    model: Any, sequences: Any, sigmas: Sequence[float], **options: Any
+) -> list[PerturbationResult]:
+    """:func:`perturbation_recovery` at each noise scale of ``sigmas``, in order, with the same
+    ``options`` (draws, seed, relative, ...). ``model`` may be a checkpoint path, so the sweep
+    can run in another process (each draw is seeded: the results are the same there)."""
+    if isinstance(sigmas, (int, float)) or not len(sigmas):
+        raise ValueError(f"sigmas must be a non-empty sequence of noise scales, got {sigmas!r}")
+    return [perturbation_recovery(model, sequences, sigma=sigma, **options) for sigma in sigmas]
+
+
 # ============================================================================ the whole audit
 
 

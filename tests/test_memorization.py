@@ -473,6 +473,35 @@ def test_perturbation_restores_weights_exactly_and_is_seeded(tmp_path, word_toke
     assert pk.fingerprint(bridge) == before
 
 
+def test_perturbation_sweep_gives_the_same_results_in_another_process(tmp_path, word_tokenizer):
+    """The sweep over noise scales from a checkpoint path, in a spawned process (as the latent
+    study runs it beside its snapshot audits), equals the sweep here, scale by scale."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _tiny_hf("llama").save_pretrained(tmp_path)
+    word_tokenizer.save_pretrained(tmp_path)
+    tokens = _tokens(6, 20, seed=7)
+    options = {"draws": 2, "prefix_len": 8, "suffix_len": 12, "relative": True, "seed": 3}
+    here = mem.perturbation_sweep(str(tmp_path), tokens, (0.2, 0.6), **options)
+    with ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=torch.set_num_threads,
+        initargs=(1,),
+    ) as pool:
+        there = pool.submit(mem.perturbation_sweep, str(tmp_path), tokens, (0.2, 0.6), **options)
+        there = there.result()
+    assert [r.summary["sigma"] for r in there] == [0.2, 0.6]
+    for a, b in zip(here, there, strict=True):
+        pd.testing.assert_frame_equal(a.frame, b.frame)
+    one = mem.perturbation_recovery(str(tmp_path), tokens, sigma=0.6, **options)
+    pd.testing.assert_frame_equal(one.frame, here[1].frame)
+    assert (here[1].frame["min_lev"] < here[1].frame["lev"]).any()  # the noise did something
+    with pytest.raises(ValueError, match="sigmas"):
+        mem.perturbation_sweep(str(tmp_path), tokens, 0.2, **options)
+
+
 def test_relative_perturbation_scales_noise_by_each_tensors_std():
     hf = _tiny_hf("neox")
     tokens = _tokens(6, 20, seed=7)
