@@ -19,9 +19,10 @@ import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a tensor is read: writing a page needs none
+    import torch
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
@@ -124,6 +125,8 @@ def load_pickle_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) 
     plain scalars, so a malicious pickle's ``__reduce__`` never runs. Only an explicit
     ``trust_pickle=True`` falls back to a full unpickle.
     """
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
@@ -149,6 +152,8 @@ def read_state_dict(path: str | os.PathLike, trust_pickle: bool = False) -> dict
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     if path.suffix in PICKLE_SUFFIXES:
+        import torch
+
         obj = load_pickle_checkpoint(path, trust_pickle=trust_pickle)
         if isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return dict(obj)
