@@ -319,8 +319,8 @@ DRAWS = 50
 
 def _in_background(tokens: np.ndarray, sigmas: tuple, options: dict[str, Any]) -> Any:
     """The perturbation sweep in a second process, ``(executor, future of its results)``,
-    when this machine has a second core; None otherwise. Seeded draws, one torch thread as here: the
-    same numbers as the sweep in this process."""
+    when this machine has a second core; None otherwise. Seeded draws and as many torch
+    threads as here: the same numbers as the sweep in this process."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor

@@ -1,8 +1,8 @@
 """Greedy decoding steps for a Hugging Face Llama without the per-step framework overhead.
 
-A decoding step of a small model is mostly fixed cost in Hugging Face's forward (wrappers,
-the causal mask, the rotary table, the cache bookkeeping): on canary-lm (4 layers, d 128) it is
-about as long as the step's arithmetic at a batch of a hundred sequences. :func:`llama_stepper`
+Hugging Face's forward adds a fixed cost to every decoding step (module wrappers, the causal
+mask, the cache bookkeeping); on canary-lm (4 layers, d 128, 120 sequences) skipping it makes a
+greedy decode ~15% faster; the rest is the step's own tensor operations. :func:`llama_stepper`
 returns a function that runs one step with the very operations of ``LlamaForCausalLM`` in the
 same order (RMSNorm, rotary embedding, eager attention with a float32 softmax, SiLU-gated MLP,
 the tied unembedding of the last position), reading and writing the keys and values in place.
@@ -75,8 +75,8 @@ def llama_stepper(module: nn.Module, cache: Any) -> Callable[[Tensor], Tensor] |
             device=h.device, dtype=torch.float
         )
         emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * 1.0).to(dtype=h.dtype)[:, None]
-        sin = (emb.sin() * 1.0).to(dtype=h.dtype)[:, None]
+        cos = emb.cos().to(dtype=h.dtype)[:, None]  # attention_scaling is 1.0 (checked above)
+        sin = emb.sin().to(dtype=h.dtype)[:, None]
         batch = h.shape[0]
         for (
             norm1,

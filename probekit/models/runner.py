@@ -286,19 +286,21 @@ class Runner:
             if preallocate_kv(past, steps - 1):
                 from probekit.models.fastdecode import llama_stepper
 
+                # the same operations without the framework's per-step cost, where it applies
                 stepper = llama_stepper(module, past)
-        if stepper is not None:  # the same operations without the framework's per-step cost
-            out[:, 0] = pick(result.logits[:, -1])
-            for t in range(1, steps):
-                out[:, t] = pick(stepper(out[:, t - 1]))
-            return out
+        logits = result.logits[:, -1]
         for t in range(steps):
-            out[:, t] = pick(result.logits[:, -1])
-            if t + 1 < steps:
-                past = getattr(result, "cache", None) or getattr(result, "past_key_values", None)
-                if past is None:
-                    raise RuntimeError(f"{type(module).__name__} returned no KV cache")
-                result = module(input_ids=out[:, t : t + 1], use_cache=True, **{cache_arg: past})
+            out[:, t] = pick(logits)
+            if t + 1 == steps:
+                break
+            if stepper is not None:
+                logits = stepper(out[:, t])
+                continue
+            past = getattr(result, "cache", None) or getattr(result, "past_key_values", None)
+            if past is None:
+                raise RuntimeError(f"{type(module).__name__} returned no KV cache")
+            result = module(input_ids=out[:, t : t + 1], use_cache=True, **{cache_arg: past})
+            logits = result.logits[:, -1]
         return out
 
     @torch.no_grad()
